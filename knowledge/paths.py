@@ -1,0 +1,12 @@
+"""Small helpers about document ids that look like paths."""
+
+from __future__ import annotations
+
+import posixpath
+
+
+def suffix_of(doc_id: str) -> str:
+    """The lower-case file type of a document id: ``"notes/a.MD" -> ".md"``; ``""`` if none."""
+    base = posixpath.basename(doc_id.split("?", 1)[0].rstrip("/"))
+    dot = base.rfind(".")
+    return base[dot:].lower() if dot > 0 else ""

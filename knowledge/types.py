@@ -1,0 +1,111 @@
+"""Frozen dataclasses passed between the knowledge pipeline's stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DocumentRef:
+    """A document a source lists, before it is read.
+
+    ``doc_id`` is stable (a path relative to the folder, or a URL); ``stamp`` is a cheap
+    change marker (mtime+size, ETag, ...) used to skip unchanged documents without reading them.
+    """
+
+    doc_id: str
+    stamp: str
+
+
+@dataclass(frozen=True)
+class RawDocument:
+    """The bytes of one document, as fetched from its source."""
+
+    doc_id: str
+    data: bytes
+    suffix: str  # file type, lower-case with the dot: ".md", ".pdf", ".html"
+    stamp: str = ""
+
+
+@dataclass(frozen=True)
+class LoadedDocument:
+    """A document turned into plain text. Offsets of every chunk point into ``text``."""
+
+    doc_id: str
+    text: str
+    headings: tuple[tuple[int, int, str], ...] = ()  # (char offset, level 1..6, title), in order
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a loaded document: ``text == document.text[start:end]``."""
+
+    chunk_id: str
+    doc_id: str
+    start: int
+    end: int
+    text: str
+    heading_path: tuple[str, ...] = ()
+
+    @property
+    def suffix(self) -> str:
+        from .paths import suffix_of
+
+        return suffix_of(self.doc_id)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved chunk with the scores that ranked it (``None`` where a retriever did not see it)."""
+
+    chunk: Chunk
+    score: float
+    dense_score: float | None = None
+    bm25_score: float | None = None
+
+    @property
+    def chunk_id(self) -> str:
+        return self.chunk.chunk_id
+
+    @property
+    def source(self) -> str:
+        return self.chunk.doc_id
+
+    def to_json(self) -> dict:
+        c = self.chunk
+        return {
+            "chunk_id": c.chunk_id,
+            "source": c.doc_id,
+            "start": c.start,
+            "end": c.end,
+            "heading_path": list(c.heading_path),
+            "text": c.text,
+            "score": self.score,
+            "dense_score": self.dense_score,
+            "bm25_score": self.bm25_score,
+        }
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A document that could not be indexed, and why (with how to fix it)."""
+
+    doc_id: str
+    error: str
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What one sync did."""
+
+    added: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    unchanged: int = 0
+    failed: tuple[Failure, ...] = field(default_factory=tuple)
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
