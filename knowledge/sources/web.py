@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..config import SourcesConfig
 from ..errors import ConfigError, DocumentError
 from ..paths import suffix_of
 from ..types import DocumentRef, RawDocument
@@ -86,6 +87,13 @@ class WebSource(Source):
                         urllib.request.HTTPErrorProcessor()):
             self._opener.add_handler(handler)
         self._load_state()
+
+    @classmethod
+    def from_config(cls, config: SourcesConfig, data_dir: Path, folder: str | Path | None) -> WebSource | None:
+        if not config.urls:
+            return None
+        return cls(config.urls, timeout=config.web_timeout_seconds, max_bytes=config.max_file_bytes,
+                   state_path=Path(data_dir) / "web", refresh_seconds=config.web_refresh_seconds)
 
     def documents(self) -> Iterator[DocumentRef]:
         for url in self.urls:
