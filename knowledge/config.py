@@ -20,12 +20,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class SourcesConfig:
-    folder: str = ""  # the knowledge folder to watch; "" = the one given on the command line
+    kinds: tuple[str, ...] = ("folder", "web")  # source kinds to use (entry points in footnotes.sources)
+    folder: str = ""  # the knowledge folder; "" = the one given on the command line or ingested last
     urls: tuple[str, ...] = ()  # web pages to index (the `web` source); empty = none
     web_refresh_seconds: float = 3600.0  # how often the web source re-checks its URLs
     web_timeout_seconds: float = 20.0  # HTTP timeout of one fetch
     max_file_bytes: int = 50_000_000  # documents larger than this are refused with a clear error
     ignore: tuple[str, ...] = ()  # extra glob patterns (relative paths) the folder source skips
+    rescan_seconds: float = 300.0  # full rescan of the folder while watching: a safety net for lost events
 
 
 @dataclass(frozen=True)

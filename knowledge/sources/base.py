@@ -13,6 +13,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from pathlib import Path
+
+from ..config import SourcesConfig
 from ..types import DocumentRef, RawDocument
 
 
@@ -30,6 +33,11 @@ class Source(ABC):
 
     kind: str = ""
 
+    @classmethod
+    def from_config(cls, config: SourcesConfig, data_dir: Path, folder: str | Path | None) -> Source | None:
+        """The source as configured, or None when the config does not ask for it (no folder, no URLs)."""
+        raise NotImplementedError(f"source kind '{cls.kind}' cannot be built from config.toml")
+
     @abstractmethod
     def documents(self) -> Iterator[DocumentRef]:
         """Every document the source holds now, without reading their contents."""
@@ -37,6 +45,15 @@ class Source(ABC):
     @abstractmethod
     def fetch(self, doc_id: str) -> RawDocument:
         """The bytes of one document; raises DocumentError (why, how to fix) when it cannot."""
+
+    def ref(self, doc_id: str) -> DocumentRef | None:
+        """The current listing entry of one document, or None when the source no longer has it."""
+        return next((r for r in self.documents() if r.doc_id == doc_id), None)
+
+    def documents_under(self, prefix: str) -> Iterator[DocumentRef]:
+        """The documents whose id lies below ``prefix`` (a folder-like id)."""
+        root = prefix.rstrip("/") + "/"
+        return (r for r in self.documents() if r.doc_id.startswith(root))
 
     def location(self, doc_id: str) -> str:
         """Where a user can open the document (a path or URL)."""

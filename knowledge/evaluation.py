@@ -1,0 +1,64 @@
+"""Retrieval evaluation on a corpus folder and a JSON Lines query file (format in DESIGN.md)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+from .types import Hit
+
+
+@dataclass(frozen=True)
+class Query:
+    id: str
+    question: str
+    gold: tuple[str, ...]
+    answers: tuple[str, ...] = ()
+
+
+def read_queries(path: str | Path) -> list[Query]:
+    """Parse a query file; a bad line is an error naming the file and line number."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the query file {p}: {exc.strerror or exc}") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out.append(Query(str(row["id"]), str(row["question"]), tuple(row.get("gold", ())), tuple(row.get("answers", ()))))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{p}:{n}: not a query object with id, question, gold ({exc})") from None
+    return out
+
+
+def first_gold_rank(hits: Sequence[Hit], gold: Sequence[str]) -> int | None:
+    """1-based rank of the first hit from a gold file, or None."""
+    wanted = set(gold)
+    return next((i for i, h in enumerate(hits, 1) if h.source in wanted), None)
+
+
+def retrieval_metrics(ranks: Sequence[int | None], cutoffs: Sequence[int] = (1, 5, 10), mrr_at: int = 10) -> dict[str, float]:
+    """recall@k (share of queries with a gold hit in the top k) and MRR@mrr_at from first-gold ranks."""
+    n = max(len(ranks), 1)
+    out = {f"recall@{k}": sum(1 for r in ranks if r is not None and r <= k) / n for k in cutoffs}
+    out[f"mrr@{mrr_at}"] = sum(1.0 / r for r in ranks if r is not None and r <= mrr_at) / n
+    return out
+
+
+def evaluate_retrieval(searchers: dict[str, Callable[[str, int], list[Hit]]], queries: Sequence[Query],
+                       k: int = 10) -> dict:
+    """Run every searcher on every query; returns ``{name: metrics, ..., "queries": N}``."""
+    result: dict = {}
+    cutoffs = tuple(sorted({1, 5, 10, k}))
+    for name, search in searchers.items():
+        ranks = [first_gold_rank(search(q.question, max(k, 10)), q.gold) for q in queries]
+        result[name] = retrieval_metrics(ranks, cutoffs, mrr_at=10)
+    result["queries"] = len(queries)
+    return result

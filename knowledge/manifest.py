@@ -1,0 +1,268 @@
+"""The manifest: a SQLite record of source documents -> version -> chunks.
+
+It is the source of truth for what is indexed: Chroma and BM25 are reconciled against it, and hits
+are assembled from it (so an orphan vector can never surface). Every change of one document is one
+transaction; an embedding cache (by text hash) lets renamed or re-chunked text skip re-embedding.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import IndexError_
+from .types import Chunk, Failure
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    stamp TEXT NOT NULL,
+    version TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('indexed', 'failed')),
+    error TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id TEXT PRIMARY KEY,
+    doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
+    ord INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL,
+    heading_path TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks (doc_id, ord);
+CREATE TABLE IF NOT EXISTS embedding_cache (
+    model TEXT NOT NULL,
+    text_hash TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (model, text_hash)
+);
+"""
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    doc_id: str
+    source: str
+    stamp: str
+    version: str
+    status: str
+    error: str
+    updated_at: float
+
+
+class Manifest:
+    """Thread-safe access to the manifest database at ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(_SCHEMA)
+            self._check_version()
+        except sqlite3.DatabaseError as exc:
+            raise IndexError_(
+                f"the manifest {self.path} is unreadable ({exc}); run `footnotes reindex` to rebuild it "
+                "from your documents"
+            ) from None
+
+    def _check_version(self) -> None:
+        found = self.get_meta("schema_version")
+        if found is None:
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        elif found != str(SCHEMA_VERSION):
+            raise IndexError_(
+                f"the manifest {self.path} has schema version {found}, this Footnotes needs {SCHEMA_VERSION}; "
+                "run `footnotes reindex` to rebuild the indexes"
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- meta ---------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- documents ----------------------------------------------------------------------------
+    def document(self, doc_id: str) -> DocumentRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT doc_id, source, stamp, version, status, error, updated_at FROM documents WHERE doc_id = ?",
+                (doc_id,),
+            ).fetchone()
+        return DocumentRecord(*row) if row else None
+
+    def documents(self, source: str | None = None) -> list[DocumentRecord]:
+        sql = "SELECT doc_id, source, stamp, version, status, error, updated_at FROM documents"
+        args: tuple = ()
+        if source is not None:
+            sql += " WHERE source = ?"
+            args = (source,)
+        with self._lock:
+            return [DocumentRecord(*r) for r in self._db.execute(sql + " ORDER BY doc_id", args)]
+
+    def chunk_ids_of(self, doc_id: str) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT chunk_id FROM chunks WHERE doc_id = ?", (doc_id,))}
+
+    def replace_document(self, record: DocumentRecord, chunks: Sequence[Chunk]) -> None:
+        """Set a document's record and chunks in one transaction."""
+        with self._lock, self._transaction():
+            self._db.execute("DELETE FROM chunks WHERE doc_id = ?", (record.doc_id,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO documents (doc_id, source, stamp, version, status, error, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (record.doc_id, record.source, record.stamp, record.version, record.status, record.error,
+                 record.updated_at),
+            )
+            self._db.executemany(
+                'INSERT INTO chunks (chunk_id, doc_id, ord, start, "end", heading_path, text) VALUES (?, ?, ?, ?, ?, ?, ?)',
+                [(c.chunk_id, c.doc_id, i, c.start, c.end, json.dumps(list(c.heading_path)), c.text)
+                 for i, c in enumerate(chunks)],
+            )
+
+    def touch_document(self, doc_id: str, stamp: str) -> None:
+        """Record a new stamp for a document whose content did not change."""
+        with self._lock:
+            self._db.execute("UPDATE documents SET stamp = ? WHERE doc_id = ?", (stamp, doc_id))
+
+    def remove_document(self, doc_id: str) -> None:
+        with self._lock, self._transaction():
+            self._db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
+            self._db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+
+    def failures(self) -> list[Failure]:
+        with self._lock:
+            rows = self._db.execute("SELECT doc_id, error FROM documents WHERE status = 'failed' ORDER BY doc_id")
+            return [Failure(doc_id, error) for doc_id, error in rows]
+
+    # -- chunks -------------------------------------------------------------------------------
+    def chunk_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+
+    def document_count(self, status: str = "indexed") -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM documents WHERE status = ?", (status,)).fetchone()[0]
+
+    def all_chunk_ids(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT chunk_id FROM chunks")}
+
+    def chunks(self, chunk_ids: Iterable[str]) -> dict[str, Chunk]:
+        """The chunks with these ids that the manifest holds (unknown ids are left out)."""
+        ids = list(dict.fromkeys(chunk_ids))
+        out: dict[str, Chunk] = {}
+        with self._lock:
+            for lo in range(0, len(ids), 500):
+                part = ids[lo : lo + 500]
+                rows = self._db.execute(
+                    'SELECT chunk_id, doc_id, start, "end", text, heading_path FROM chunks WHERE chunk_id IN '
+                    f"({','.join('?' * len(part))})",
+                    part,
+                )
+                for cid, doc_id, start, end, text, heads in rows:
+                    out[cid] = Chunk(cid, doc_id, start, end, text, tuple(json.loads(heads)))
+        return out
+
+    def iter_chunk_texts(self, chunk_ids: Iterable[str] | None = None) -> Iterator[tuple[str, str]]:
+        """(chunk_id, text) of the given chunks, or of all chunks."""
+        if chunk_ids is None:
+            with self._lock:
+                rows = self._db.execute("SELECT chunk_id, text FROM chunks").fetchall()
+            yield from rows
+            return
+        for cid, chunk in self.chunks(chunk_ids).items():
+            yield cid, chunk.text
+
+    def document_chunks(self, doc_id: str) -> list[Chunk]:
+        with self._lock:
+            rows = self._db.execute(
+                'SELECT chunk_id, doc_id, start, "end", text, heading_path FROM chunks WHERE doc_id = ? ORDER BY ord',
+                (doc_id,),
+            ).fetchall()
+        return [Chunk(cid, d, s, e, t, tuple(json.loads(h))) for cid, d, s, e, t, h in rows]
+
+    def chunk_ids_where(self, prefix: str = "", suffixes: Sequence[str] = ()) -> set[str]:
+        """Chunk ids of documents whose id starts with ``prefix`` and ends with one of ``suffixes``."""
+        sql = "SELECT chunk_id, doc_id FROM chunks WHERE substr(doc_id, 1, ?) = ?"
+        with self._lock:
+            rows = self._db.execute(sql, (len(prefix), prefix)).fetchall()
+        wanted = tuple(s.lower() for s in suffixes)
+        return {cid for cid, doc in rows if not wanted or doc.lower().endswith(wanted)}
+
+    # -- embedding cache ----------------------------------------------------------------------
+    def cached_embeddings(self, model: str, hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        with self._lock:
+            for lo in range(0, len(hashes), 500):
+                part = list(hashes[lo : lo + 500])
+                rows = self._db.execute(
+                    f"SELECT text_hash, vector FROM embedding_cache WHERE model = ? AND text_hash IN ({','.join('?' * len(part))})",
+                    [model, *part],
+                )
+                for h, blob in rows:
+                    vec = np.frombuffer(blob, dtype=np.float32)
+                    if vec.shape == (dim,):
+                        out[h] = vec
+        return out
+
+    def cache_embeddings(self, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
+        with self._lock, self._transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO embedding_cache (model, text_hash, vector) VALUES (?, ?, ?)",
+                [(model, h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in items],
+            )
+
+    def prune_embedding_cache(self, model: str, keep: set[str]) -> None:
+        """Forget cached vectors of texts no chunk uses any more."""
+        with self._lock:
+            rows = [r[0] for r in self._db.execute("SELECT text_hash FROM embedding_cache WHERE model = ?", (model,))]
+            stale = [h for h in rows if h not in keep]
+            with self._transaction():
+                self._db.executemany(
+                    "DELETE FROM embedding_cache WHERE model = ? AND text_hash = ?", [(model, h) for h in stale]
+                )
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _transaction(self):
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def now() -> float:
+    return time.time()

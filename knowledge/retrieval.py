@@ -1,0 +1,71 @@
+"""Hybrid retrieval: dense (Chroma) + sparse (BM25), fused; hits are assembled from the manifest."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .config import RetrievalConfig
+from .errors import ConfigError
+from .fusion import FUSIONS
+from .store import KnowledgeStore
+from .types import Hit
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrict hits to documents whose id starts with ``prefix`` and has one of ``suffixes``."""
+
+    prefix: str = ""
+    suffixes: tuple[str, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.prefix or self.suffixes)
+
+
+class HybridRetriever:
+    """``search`` returns the top-k chunks by fused score, with each retriever's own score."""
+
+    def __init__(self, store: KnowledgeStore, config: RetrievalConfig) -> None:
+        if config.fusion not in FUSIONS:
+            raise ConfigError(f"retrieval.fusion = '{config.fusion}': use one of {', '.join(FUSIONS)}")
+        self.store = store
+        self.config = config
+
+    def search(self, query: str, k: int | None = None, filters: Filters | None = None) -> list[Hit]:
+        return self._search(query, k or self.config.k, filters or Filters(), ("dense", "bm25"))
+
+    def search_dense(self, query: str, k: int, filters: Filters | None = None) -> list[Hit]:
+        return self._search(query, k, filters or Filters(), ("dense",))
+
+    def search_bm25(self, query: str, k: int, filters: Filters | None = None) -> list[Hit]:
+        return self._search(query, k, filters or Filters(), ("bm25",))
+
+    def _search(self, query: str, k: int, filters: Filters, use: Sequence[str]) -> list[Hit]:
+        if not query.strip() or k <= 0:
+            return []
+        allowed = self.store.manifest.chunk_ids_where(filters.prefix, filters.suffixes) if filters.active else None
+        n = max(k, self.config.candidates)
+        dense = self._dense(query, n, allowed) if "dense" in use else []
+        sparse = self._bm25(query, n, allowed) if "bm25" in use else []
+        rankings = [[c for c, _ in r] for r in (dense, sparse) if r or len(use) == 1]
+        weights = [w for w, r in ((self.config.dense_weight, dense), (1 - self.config.dense_weight, sparse))
+                   if r or len(use) == 1]
+        fused = FUSIONS[self.config.fusion](rankings, weights, self.config.rrf_k) if len(use) > 1 else {}
+        dense_s, bm25_s = dict(dense), dict(sparse)
+        order = sorted(fused, key=fused.__getitem__, reverse=True) if fused else [c for c, _ in (dense or sparse)]
+        chunks = self.store.manifest.chunks(order[: k * 2])  # ids gone from the manifest drop out here
+        hits = [
+            Hit(chunks[c], fused.get(c, dense_s.get(c, bm25_s.get(c, 0.0))), dense_s.get(c), bm25_s.get(c))
+            for c in order if c in chunks
+        ]
+        return hits[:k]
+
+    def _dense(self, query: str, n: int, allowed: set[str] | None) -> list[tuple[str, float]]:
+        vector = self.store.embedder.embed_batch([query])[0]  # (D,)
+        return self.store.dense.search(vector, n, None if allowed is None else sorted(allowed))
+
+    def _bm25(self, query: str, n: int, allowed: set[str] | None) -> list[tuple[str, float]]:
+        with self.store.lock:
+            return self.store.bm25.search(query, n, None if allowed is None else allowed.__contains__)

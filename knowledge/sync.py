@@ -1,0 +1,178 @@
+"""Sync: make the store match a source — add, update and delete — idempotently and crash-safely.
+
+Order of writes for one document: new chunks go into Chroma and BM25 first, then the manifest
+records the document in one transaction, then chunks no longer referenced leave both indexes.
+A crash between any two steps leaves only orphans or gaps that ``KnowledgeStore.reconcile`` fixes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .chunking import chunk_document
+from .errors import DocumentError
+from .loaders import load_document
+from .manifest import DocumentRecord, now
+from .progress import NoProgress, Progress
+from .sources.base import Change, Source
+from .store import KnowledgeStore
+from .types import Chunk, DocumentRef, Failure, SyncReport
+
+_GROUP_CHUNKS = 2000  # chunks embedded together (across documents: fewer, fuller batches)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    ref: DocumentRef
+    version: str
+    chunks: tuple[Chunk, ...]
+
+
+class Syncer:
+    """Applies a source's documents to a KnowledgeStore."""
+
+    def __init__(self, store: KnowledgeStore, source: Source, source_name: str | None = None) -> None:
+        self.store = store
+        self.source = source
+        self.name = source_name or source.kind
+        cfg = store.config
+        self._chunking_signature = (
+            f"{store.embedder.name}/{cfg.chunking.size_tokens}/{cfg.chunking.overlap_tokens}"
+        )
+
+    def sync(self, change: Change | None = None, progress: Progress | None = None) -> SyncReport:
+        """Sync everything (``change`` None or ``everything``) or just the documents a change names."""
+        progress = progress or NoProgress()
+        with self.store.lock:
+            full = change is None or change.everything
+            rechunk = self.store.manifest.get_meta(f"chunking:{self.name}") != self._chunking_signature
+            current, gone = self._diff(change, full)
+            work = [ref for ref in current if self._stale(ref, force=rechunk and full)]
+            unchanged = len(current) - len(work)
+            for doc_id in gone:
+                self._remove(doc_id)
+            report = self._apply(work, progress)
+            self.store.save()
+            stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            self.store.manifest.set_meta("last_sync", stamp)
+            if full:
+                self.store.manifest.set_meta(f"chunking:{self.name}", self._chunking_signature)
+        return SyncReport(
+            added=report["added"], updated=report["updated"], removed=tuple(gone), unchanged=unchanged,
+            failed=report["failed"], chunks_embedded=report["embedded"], chunks_reused=report["reused"],
+        )
+
+    # -- deciding what to do ------------------------------------------------------------------
+    def _diff(self, change: Change | None, full: bool) -> tuple[list[DocumentRef], list[str]]:
+        """The documents to look at now, and the ids that left the source."""
+        known = {d.doc_id: d for d in self.store.manifest.documents(self.name)}
+        if full:
+            current = list(self.source.documents())
+            listed = {r.doc_id for r in current}
+            return current, sorted(set(known) - listed)
+        assert change is not None
+        current, gone = [], []
+        for doc_id in sorted(change.doc_ids):
+            ref = self.source.ref(doc_id)
+            if ref is None:
+                if doc_id in known:
+                    gone.append(doc_id)
+                gone.extend(k for k in known if k.startswith(doc_id.rstrip("/") + "/"))  # it was a folder
+            else:
+                current.append(ref)
+        for prefix in sorted(change.prefixes):
+            under = list(self.source.documents_under(prefix))
+            listed = {r.doc_id for r in under}
+            current.extend(under)
+            root = prefix.rstrip("/") + "/"
+            gone.extend(k for k in known if k.startswith(root) and k not in listed)
+        return list({r.doc_id: r for r in current}.values()), sorted(set(gone))
+
+    def _stale(self, ref: DocumentRef, force: bool) -> bool:
+        record = self.store.manifest.document(ref.doc_id)
+        return force or record is None or record.stamp != ref.stamp
+
+    # -- doing it -----------------------------------------------------------------------------
+    def _apply(self, refs: Iterable[DocumentRef], progress: Progress) -> dict:
+        out = {"added": [], "updated": [], "failed": [], "embedded": 0, "reused": 0}
+        group: list[_Prepared] = []
+        size = 0
+        for ref in refs:
+            prepared = self._prepare(ref, out)
+            if prepared is None:
+                continue
+            group.append(prepared)
+            size += len(prepared.chunks)
+            if size >= _GROUP_CHUNKS:
+                self._commit(group, progress, out)
+                group, size = [], 0
+        self._commit(group, progress, out)
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in out.items()}
+
+    def _prepare(self, ref: DocumentRef, out: dict) -> _Prepared | None:
+        manifest = self.store.manifest
+        try:
+            raw = self.source.fetch(ref.doc_id)
+            version = hashlib.sha256(raw.data).hexdigest()
+            record = manifest.document(ref.doc_id)
+            if record and record.version == version and record.status == "indexed" and not self._rechunk_needed():
+                manifest.touch_document(ref.doc_id, raw.stamp or ref.stamp)
+                return None
+            cfg = self.store.config
+            loaded = load_document(raw, cfg.sources.max_file_bytes)
+            chunks = chunk_document(loaded, self.store.embedder.token_spans, cfg.chunking.size_tokens,
+                                    cfg.chunking.overlap_tokens)
+            if not chunks:
+                raise DocumentError(f"{ref.doc_id} has no text to index; add text or remove the file")
+        except DocumentError as exc:
+            self._fail(ref, str(exc))
+            out["failed"].append(Failure(ref.doc_id, str(exc)))
+            return None
+        return _Prepared(DocumentRef(ref.doc_id, raw.stamp or ref.stamp), version, tuple(chunks))
+
+    def _rechunk_needed(self) -> bool:
+        return self.store.manifest.get_meta(f"chunking:{self.name}") != self._chunking_signature
+
+    def _commit(self, group: list[_Prepared], progress: Progress, out: dict) -> None:
+        if not group:
+            return
+        store = self.store
+        old_ids = {p.ref.doc_id: store.manifest.chunk_ids_of(p.ref.doc_id) for p in group}
+        fresh = [c for p in group for c in p.chunks if c.chunk_id not in old_ids[p.ref.doc_id]]
+        vectors = store.embed_chunks(fresh, progress)
+        store.add_chunks(fresh, vectors)
+        out["embedded"] += len(fresh)
+        out["reused"] += sum(len(p.chunks) for p in group) - len(fresh)
+        for p in group:
+            existed = store.manifest.document(p.ref.doc_id) is not None
+            store.manifest.replace_document(
+                DocumentRecord(p.ref.doc_id, self.name, p.ref.stamp, p.version, "indexed", "", now()), p.chunks
+            )
+            store.drop_chunks(sorted(old_ids[p.ref.doc_id] - {c.chunk_id for c in p.chunks}))
+            (out["updated"] if existed else out["added"]).append(p.ref.doc_id)
+
+    def _fail(self, ref: DocumentRef, error: str) -> None:
+        """Record a failure; the document's old chunks leave the indexes (never serve stale text)."""
+        old = self.store.manifest.chunk_ids_of(ref.doc_id)
+        self.store.manifest.replace_document(
+            DocumentRecord(ref.doc_id, self.name, ref.stamp, "", "failed", error, now()), []
+        )
+        self.store.drop_chunks(sorted(old))
+
+    def _remove(self, doc_id: str) -> None:
+        old = self.store.manifest.chunk_ids_of(doc_id)
+        self.store.manifest.remove_document(doc_id)
+        self.store.drop_chunks(sorted(old))
+
+
+def sync_source(store: KnowledgeStore, source: Source, progress: Progress | None = None,
+                on_report: Callable[[SyncReport], None] | None = None) -> SyncReport:
+    """Reconcile the store, then sync the whole source once."""
+    store.reconcile(progress)
+    report = Syncer(store, source).sync(None, progress)
+    if on_report:
+        on_report(report)
+    return report

@@ -1,0 +1,105 @@
+"""Watch a folder with watchdog and report debounced changes.
+
+Every event only marks paths dirty; once no event has arrived for ``debounce`` seconds the dirty
+set is reported as one Change. A file is read when it has been closed (or when a burst of writes
+stopped), editors' write-temp-then-rename saves arrive as a move onto the real name, and a moved or
+deleted directory is reported as a whole sub-tree. A periodic full rescan is the safety net for
+lost events (an inotify queue overflow).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from .errors import FootnotesError
+from .sources.base import Change
+
+if TYPE_CHECKING:
+    from .sources.folder import FolderSource
+
+log = logging.getLogger(__name__)
+
+
+class _DirtySet(FileSystemEventHandler):
+    """Collects the document ids and sub-trees that events touched."""
+
+    def __init__(self, source: FolderSource) -> None:
+        self.source = source
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.last_event = 0.0
+        self.doc_ids: set[str] = set()
+        self.prefixes: set[str] = set()
+        self.everything = False
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write") or (event.is_directory and event.event_type == "modified"):
+            return
+        paths = [event.src_path] + ([event.dest_path] if getattr(event, "dest_path", "") else [])
+        with self.lock:
+            for i, path in enumerate(paths):
+                doc_id = self.source.doc_id_of(path if isinstance(path, str) else path.decode())
+                if doc_id is None:
+                    self.everything = self.everything or event.is_directory  # the root itself moved
+                    continue
+                is_new_tree = event.is_directory and (event.event_type == "created" or i == 1)
+                (self.prefixes if is_new_tree else self.doc_ids).add(doc_id)
+            self.last_event = time.monotonic()
+        self.wake.set()
+
+    def mark_everything(self) -> None:
+        with self.lock:
+            self.everything = True
+        self.wake.set()
+
+    def take(self) -> Change | None:
+        with self.lock:
+            if not (self.doc_ids or self.prefixes or self.everything):
+                return None
+            change = Change(frozenset(self.doc_ids), frozenset(self.prefixes), self.everything)
+            self.doc_ids, self.prefixes, self.everything = set(), set(), False
+            self.wake.clear()
+            return change
+
+    def quiet_for(self) -> float:
+        with self.lock:
+            return time.monotonic() - self.last_event
+
+
+def watch_folder(source: FolderSource, on_change: Callable[[Change], None], stop: threading.Event,
+                 debounce: float = 0.4, rescan_seconds: float = 300.0, retry_seconds: float = 5.0) -> None:
+    """Report changes under ``source.root`` until ``stop`` is set. Blocks; run it in a thread."""
+    dirty = _DirtySet(source)
+    observer = Observer()
+    observer.schedule(dirty, str(source.root), recursive=True)
+    observer.start()
+    next_rescan = time.monotonic() + rescan_seconds
+    try:
+        while not stop.is_set():
+            dirty.wake.wait(timeout=min(1.0, max(0.05, next_rescan - time.monotonic())))
+            if time.monotonic() >= next_rescan:
+                dirty.mark_everything()
+                next_rescan = time.monotonic() + rescan_seconds
+            if stop.is_set() or not dirty.wake.is_set():
+                continue
+            while (quiet := dirty.quiet_for()) < debounce and not stop.is_set():
+                time.sleep(debounce - quiet)
+            change = dirty.take()
+            if change is None:
+                continue
+            try:
+                on_change(change)
+            except (FootnotesError, OSError) as exc:
+                log.error("sync after file changes failed: %s; retrying in %.0f s", exc, retry_seconds)
+                stop.wait(retry_seconds)
+                dirty.mark_everything()
+    finally:
+        observer.stop()
+        observer.join(timeout=5)

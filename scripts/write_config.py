@@ -1,0 +1,39 @@
+"""Print config.toml from the dataclasses: defaults and the one-line comments on each field."""
+import dataclasses, inspect, re, sys, tomllib
+sys.path.insert(0, ".")
+from ui.settings import FootnotesConfig
+
+def comments(cls):
+    src = inspect.getsource(cls)
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\s+(\w+):[^=\n]+=[^#\n]*#\s*(.+)$", src, re.M)}
+
+def fmt(v):
+    if isinstance(v, bool): return "true" if v else "false"
+    if isinstance(v, str): return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, tuple): return "[" + ", ".join(fmt(x) for x in v) + "]"
+    if isinstance(v, float): return repr(v)
+    if isinstance(v, int): return f"{v:_}" if abs(v) >= 10000 else str(v)
+    return str(v)
+
+out = ["# Footnotes settings. Every key is listed with its default; unknown keys are rejected.",
+       "# Use with `footnotes --config config.toml ...` or FOOTNOTES_CONFIG=config.toml.", ""]
+def section(name, obj):
+    cs = comments(type(obj))
+    out.append(f"[{name}]")
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v): continue
+        out.append(f"{f.name} = {fmt(v)}" + (f"  # {cs[f.name]}" if f.name in cs else ""))
+    out.append("")
+cfg = FootnotesConfig()
+for top in dataclasses.fields(cfg):
+    v = getattr(cfg, top.name)
+    if not dataclasses.is_dataclass(v): continue
+    subs = [f for f in dataclasses.fields(v) if dataclasses.is_dataclass(getattr(v, f.name))]
+    if subs:
+        for f in subs: section(f.name, getattr(v, f.name))
+    else:
+        section(top.name, v)
+text = "\n".join(out)
+tomllib.loads(text)
+print(text, end="")

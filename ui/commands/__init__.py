@@ -1,0 +1,1 @@
+"""CLI subcommands, one module per side; each has ``register(subparsers)``."""

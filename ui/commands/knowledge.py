@@ -1,0 +1,154 @@
+"""Knowledge commands: ingest, watch, search, status, reindex, eval retrieval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+
+from knowledge.kb import KnowledgeBase
+from knowledge.progress import TqdmProgress
+from knowledge.retrieval import Filters
+from knowledge.types import SyncReport
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ingest", help="sync a folder once: add, update and delete to match it")
+    p.add_argument("path", help="the knowledge folder")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=cmd_ingest)
+
+    p = sub.add_parser("watch", help="keep the indexes in step with a folder until Ctrl-C")
+    p.add_argument("path", nargs="?", help="the knowledge folder (default: sources.folder or the last ingested)")
+    p.set_defaults(run=cmd_watch)
+
+    p = sub.add_parser("search", help="hybrid search of the knowledge base")
+    p.add_argument("query")
+    p.add_argument("--k", type=int, default=None, help="number of hits (default: retrieval.k)")
+    p.add_argument("--prefix", default="", help="only documents whose path starts with this")
+    p.add_argument("--type", action="append", default=[], help="only this file type, e.g. .md (repeatable)")
+    p.add_argument("--json", action="store_true", help="print hits as JSON")
+    p.set_defaults(run=cmd_search)
+
+    p = sub.add_parser("status", help="documents, chunks per index, failures, last sync")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_status)
+
+    p = sub.add_parser("reindex", help="rebuild every index from the sources")
+    p.add_argument("path", nargs="?", help="the knowledge folder (default: the last ingested)")
+    p.set_defaults(run=cmd_reindex)
+
+    from .evaluation import register_eval
+
+    register_eval(sub)
+
+
+def open_kb(ctx, folder: str | None = None, write: bool = True) -> KnowledgeBase:
+    progress = TqdmProgress()
+    try:
+        return KnowledgeBase.open(ctx.config.knowledge, ctx.data_dir, folder=folder, write=write, progress=progress)
+    finally:
+        progress.close()
+
+
+def print_report(report: SyncReport, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps({
+            "added": list(report.added), "updated": list(report.updated), "removed": list(report.removed),
+            "unchanged": report.unchanged, "failed": [{"source": f.doc_id, "error": f.error} for f in report.failed],
+            "chunks_embedded": report.chunks_embedded, "chunks_reused": report.chunks_reused,
+        }))
+        return
+    print(f"added {len(report.added)}, updated {len(report.updated)}, removed {len(report.removed)}, "
+          f"unchanged {report.unchanged}, failed {len(report.failed)} "
+          f"({report.chunks_embedded} chunks embedded, {report.chunks_reused} reused)")
+    for f in report.failed:
+        print(f"  failed: {f.error}", file=sys.stderr)
+
+
+def cmd_ingest(args, ctx) -> int:
+    folder = Path(args.path)
+    kb = open_kb(ctx, str(folder))
+    try:
+        progress = TqdmProgress()
+        reports = kb.sync(progress)
+        progress.close()
+        source = kb.source("folder")
+        for report in reports:
+            print_report(report, args.json)
+        return 0 if source is not None else 2
+    finally:
+        kb.close()
+
+
+def cmd_watch(args, ctx) -> int:
+    kb = open_kb(ctx, args.path)
+    folder = kb.source("folder")
+    try:
+        for report in kb.sync(TqdmProgress()):
+            print_report(report)
+        stop = threading.Event()
+        print(f"watching {folder.root if folder else 'the configured sources'}; Ctrl-C stops", file=sys.stderr,
+              flush=True)
+        threads = kb.watch(stop, on_report=lambda r: (r.changed or r.failed) and print_report(r))
+        try:
+            while any(t.is_alive() for t in threads):
+                stop.wait(0.5)
+        except KeyboardInterrupt:
+            stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        return 0
+    finally:
+        kb.close()
+
+
+def cmd_search(args, ctx) -> int:
+    kb = open_kb(ctx, write=False)
+    try:
+        filters = Filters(args.prefix, tuple(t if t.startswith(".") else f".{t}" for t in args.type))
+        hits = kb.retriever.search(args.query, args.k, filters)
+    finally:
+        kb.close()
+    if args.json:
+        print(json.dumps([h.to_json() for h in hits], ensure_ascii=False))
+        return 0
+    for i, h in enumerate(hits, 1):
+        where = " > ".join(h.chunk.heading_path)
+        print(f"{i}. {h.source} [{h.chunk.start}:{h.chunk.end}] {where}  score={h.score:.4f}")
+        print("   " + " ".join(h.chunk.text.split())[:200])
+    return 0
+
+
+def cmd_status(args, ctx) -> int:
+    kb = open_kb(ctx, write=False)
+    try:
+        status = kb.store.status()
+    finally:
+        kb.close()
+    if args.json:
+        print(json.dumps(status.to_json()))
+        return 0
+    print(f"documents: {status.documents}")
+    print(f"chunks: manifest {status.chunks_manifest}, chroma {status.chunks_chroma}, bm25 {status.chunks_bm25}")
+    print(f"last sync: {status.last_sync or 'never'}")
+    for f in status.failed:
+        print(f"failed: {f.doc_id}: {f.error}")
+    return 0
+
+
+def cmd_reindex(args, ctx) -> int:
+    from knowledge.reindex import wipe_indexes
+
+    folder = wipe_indexes(ctx.data_dir, ctx.config.knowledge)
+    kb = open_kb(ctx, args.path or folder)
+    try:
+        progress = TqdmProgress()
+        for report in kb.sync(progress):
+            print_report(report)
+        progress.close()
+        return 0
+    finally:
+        kb.close()

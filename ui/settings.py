@@ -1,0 +1,65 @@
+"""The whole config file: every section of every side, read once at the edge.
+
+Order of precedence for the file: ``--config``, then ``$FOOTNOTES_CONFIG``, then the per-user
+config file if it exists, else the built-in defaults (which equal the shipped config.toml).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from knowledge.config import KnowledgeConfig, load_toml, parse_section
+from knowledge.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"  # bind address; keep 127.0.0.1 unless you know who can reach you
+    port: int = 7860  # HTTP port of the web UI and the API
+    username: str = ""  # login user; "" = no login ($FOOTNOTES_USERNAME overrides)
+    password: str = ""  # login password ($FOOTNOTES_PASSWORD overrides)
+    max_upload_bytes: int = 50_000_000  # largest file accepted by an upload
+
+
+@dataclass(frozen=True)
+class FootnotesConfig:
+    knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    file: str = "(defaults)"
+
+
+KNOWLEDGE_SECTIONS = tuple(f.name for f in dataclasses.fields(KnowledgeConfig))
+
+
+def default_config_path() -> Path | None:
+    env = os.environ.get("FOOTNOTES_CONFIG")
+    if env:
+        return Path(env)
+    user = Path(platformdirs.user_config_dir("footnotes")) / "config.toml"
+    return user if user.exists() else None
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("FOOTNOTES_DATA_DIR")
+    return Path(env) if env else Path(platformdirs.user_data_dir("footnotes"))
+
+
+def load_config(path: str | Path | None) -> FootnotesConfig:
+    """Parse a config file strictly (unknown sections and keys are errors naming the file)."""
+    path = Path(path) if path else default_config_path()
+    if path is None:
+        return FootnotesConfig()
+    table = load_toml(path)
+    name = str(path)
+    known = {*KNOWLEDGE_SECTIONS, "server"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{name}: unknown section or key '{unknown[0]}'; known sections: {', '.join(sorted(known))}")
+    knowledge = parse_section(KnowledgeConfig, {k: v for k, v in table.items() if k in KNOWLEDGE_SECTIONS}, "", name)
+    server = parse_section(ServerConfig, table.get("server", {}), "server", name)
+    return FootnotesConfig(knowledge, server, name)
