@@ -43,7 +43,11 @@ class Status:
 
 
 class KnowledgeStore:
-    """Manifest + Chroma + BM25 under ``data_dir``. ``lock`` guards every mutation and BM25 search."""
+    """Manifest + Chroma + BM25 under ``data_dir``.
+
+    ``lock`` guards each short index mutation and every BM25 search; ``sync_lock`` lets one sync
+    run at a time without blocking searches while it embeds.
+    """
 
     def __init__(self, config: KnowledgeConfig, data_dir: Path, embedder: Embedder) -> None:
         self.config = config
@@ -51,6 +55,7 @@ class KnowledgeStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.embedder = embedder
         self.lock = threading.RLock()
+        self.sync_lock = threading.RLock()
         self.manifest = Manifest(self.data_dir / "manifest.sqlite3")
         self.dense = DenseIndex(config.index, self.data_dir, embedder)
         self.bm25_path = self.data_dir / "bm25.npz"
@@ -68,8 +73,10 @@ class KnowledgeStore:
         self.manifest.close()
 
     # -- writing ------------------------------------------------------------------------------
-    def embed_chunks(self, chunks: Sequence[Chunk], progress: Progress | None = None) -> np.ndarray:
-        """Vectors (N, D) for chunks, from the embedding cache where the same text was embedded before."""
+    def embed_chunks(self, chunks: Sequence[Chunk], progress: Progress | None = None) -> tuple[np.ndarray, int]:
+        """Vectors (N, D) for chunks, from the embedding cache where the same text was embedded before.
+
+        Returns the vectors and how many texts the model had to embed."""
         progress = progress or NoProgress()
         model = self.embedder.name
         hashes = [text_hash(c.text) for c in chunks]
@@ -84,7 +91,7 @@ class KnowledgeStore:
         out = np.zeros((len(chunks), self.embedder.dim), dtype=np.float32)  # (N, D)
         for i, h in enumerate(hashes):
             out[i] = cached[h]
-        return out
+        return out, len(missing)
 
     def add_chunks(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         """Put chunks into both indexes (before the manifest records them)."""
@@ -113,7 +120,7 @@ class KnowledgeStore:
         With ``write=False`` (a read-only process beside a running watcher) only the in-memory BM25
         index is fixed; Chroma is left alone (hits are always assembled from the manifest).
         """
-        with self.lock:
+        with self.sync_lock:
             if write and self.manifest.get_meta("embedding_model") != self.embedder.name:
                 if self.dense.count():
                     self.dense.reset()
@@ -122,8 +129,9 @@ class KnowledgeStore:
             fixed = {"bm25_added": 0, "bm25_removed": 0, "dense_added": 0, "dense_removed": 0}
             in_bm25 = self.bm25.ids()
             extra, missing = in_bm25 - truth, truth - in_bm25
-            self.bm25.remove_many(list(extra))
-            self.bm25.add_many(self.manifest.iter_chunk_texts(missing))
+            with self.lock:
+                self.bm25.remove_many(list(extra))
+                self.bm25.add_many(self.manifest.iter_chunk_texts(missing))
             fixed.update(bm25_added=len(missing), bm25_removed=len(extra))
             if write:
                 in_dense = self.dense.ids()
@@ -132,7 +140,7 @@ class KnowledgeStore:
                 chunks = list(self.manifest.chunks(missing_d).values())
                 for lo in range(0, len(chunks), 2000):
                     part = chunks[lo : lo + 2000]
-                    self.dense.upsert([c.chunk_id for c in part], self.embed_chunks(part, progress),
+                    self.dense.upsert([c.chunk_id for c in part], self.embed_chunks(part, progress)[0],
                                       [c.doc_id for c in part])
                 fixed.update(dense_added=len(missing_d), dense_removed=len(extra_d))
                 if extra or missing:

@@ -46,7 +46,7 @@ class Syncer:
     def sync(self, change: Change | None = None, progress: Progress | None = None) -> SyncReport:
         """Sync everything (``change`` None or ``everything``) or just the documents a change names."""
         progress = progress or NoProgress()
-        with self.store.lock:
+        with self.store.sync_lock:
             full = change is None or change.everything
             rechunk = self.store.manifest.get_meta(f"chunking:{self.name}") != self._chunking_signature
             current, gone = self._diff(change, full)
@@ -142,10 +142,10 @@ class Syncer:
         store = self.store
         old_ids = {p.ref.doc_id: store.manifest.chunk_ids_of(p.ref.doc_id) for p in group}
         fresh = [c for p in group for c in p.chunks if c.chunk_id not in old_ids[p.ref.doc_id]]
-        vectors = store.embed_chunks(fresh, progress)
+        vectors, computed = store.embed_chunks(fresh, progress)
         store.add_chunks(fresh, vectors)
-        out["embedded"] += len(fresh)
-        out["reused"] += sum(len(p.chunks) for p in group) - len(fresh)
+        out["embedded"] += computed
+        out["reused"] += sum(len(p.chunks) for p in group) - computed
         for p in group:
             existed = store.manifest.document(p.ref.doc_id) is not None
             store.manifest.replace_document(

@@ -1,0 +1,62 @@
+"""Shared fixtures. Tests never touch the network: the hub is offline for every test."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["ANONYMIZED_TELEMETRY"] = "False"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import dataclasses  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from knowledge.config import ChunkingConfig, KnowledgeConfig  # noqa: E402
+from knowledge.kb import KnowledgeBase  # noqa: E402
+from tests.fakes import HashingEmbedder  # noqa: E402
+
+
+def small_config(**sources) -> KnowledgeConfig:
+    """Knowledge settings for unit tests: small chunks, no web source."""
+    base = KnowledgeConfig()
+    return dataclasses.replace(
+        base,
+        chunking=ChunkingConfig(size_tokens=40, overlap_tokens=5),
+        sources=dataclasses.replace(base.sources, kinds=("folder",), **sources),
+    )
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "knowledge"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def open_kb(tmp_path: Path, folder: Path):
+    """Open a knowledge base over ``folder`` with the deterministic fake embedder."""
+    opened: list[KnowledgeBase] = []
+
+    def _open(config: KnowledgeConfig | None = None, data_dir: Path | None = None) -> KnowledgeBase:
+        kb = KnowledgeBase.open(config or small_config(), data_dir or tmp_path / "data", folder=folder,
+                                embedder=HashingEmbedder())
+        opened.append(kb)
+        return kb
+
+    yield _open
+    for kb in opened:
+        kb.close()
+
+
+def assert_consistent(kb: KnowledgeBase) -> None:
+    """The three indexes hold exactly the same chunk ids, and every chunk's text is its document's slice."""
+    store = kb.store
+    truth = store.manifest.all_chunk_ids()
+    assert store.dense.ids() == truth
+    assert store.bm25.ids() == truth
+    assert store.manifest.chunk_count() == len(truth)

@@ -1,0 +1,108 @@
+"""The watcher keeps the indexes in step with a real directory: each kind of change, end to end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_consistent
+
+
+def wait_until(condition, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached within the timeout")
+
+
+@pytest.fixture
+def watching(folder, open_kb):
+    (folder / "seed.md").write_text("Seed document about lighthouses.\n")
+    kb = open_kb()
+    kb.sync()
+    stop = threading.Event()
+    threads = kb.watch(stop)
+    time.sleep(0.3)  # the observer is scheduled
+    yield kb
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+    assert_consistent(kb)
+
+
+def docs(kb) -> set[str]:
+    return {d.doc_id for d in kb.store.manifest.documents() if d.status == "indexed"}
+
+
+def bm25_sources(kb, query: str) -> set[str]:
+    return {h.source for h in kb.retriever.search_bm25(query, 10)}
+
+
+def test_created_file_is_indexed(watching, folder):
+    (folder / "new.md").write_text("A note about volcanoes.\n")
+    wait_until(lambda: bm25_sources(watching, "volcanoes") == {"new.md"})
+
+
+def test_modified_file_is_reindexed(watching, folder):
+    with open(folder / "seed.md", "a") as fh:
+        fh.write("\nAlso about foghorns.\n")
+    wait_until(lambda: bm25_sources(watching, "foghorns") == {"seed.md"})
+
+
+def test_deleted_file_leaves_both_indexes(watching, folder):
+    (folder / "seed.md").unlink()
+    wait_until(lambda: docs(watching) == set())
+    with watching.store.sync_lock:  # the sync that removed it has finished
+        assert watching.store.dense.count() == 0 and len(watching.store.bm25) == 0
+
+
+def test_renamed_file_moves(watching, folder):
+    (folder / "seed.md").rename(folder / "moved.md")
+    wait_until(lambda: docs(watching) == {"moved.md"})
+    assert bm25_sources(watching, "lighthouses") == {"moved.md"}
+
+
+def test_editor_save_by_temp_file_and_rename(watching, folder):
+    tmp = folder / ".seed.md.swp"
+    tmp.write_text("Rewritten by the editor: now about glaciers.\n")
+    os.replace(tmp, folder / "seed.md")
+    wait_until(lambda: bm25_sources(watching, "glaciers") == {"seed.md"})
+    assert bm25_sources(watching, "lighthouses") == set()
+
+
+def test_directory_created_moved_and_deleted(watching, folder, tmp_path):
+    outside = tmp_path / "incoming"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "deep/a.md").write_text("Walruses rest on ice.\n")
+    (outside / "b.txt").write_text("Narwhals have tusks.\n")
+    shutil.move(str(outside), str(folder / "arctic"))  # a whole tree arrives at once
+    wait_until(lambda: docs(watching) >= {"arctic/deep/a.md", "arctic/b.txt"})
+    (folder / "arctic").rename(folder / "polar")
+    wait_until(lambda: docs(watching) == {"seed.md", "polar/deep/a.md", "polar/b.txt"})
+    shutil.rmtree(folder / "polar")
+    wait_until(lambda: docs(watching) == {"seed.md"})
+
+
+def test_burst_of_writes_is_debounced_to_the_final_content(watching, folder):
+    path = folder / "burst.md"
+    for i in range(30):
+        path.write_text(f"Version {i} mentions token{i}.\n")
+    wait_until(lambda: bm25_sources(watching, "token29") == {"burst.md"})
+    assert bm25_sources(watching, "token3") == set()
+
+
+def test_file_written_slowly_is_read_when_closed(watching, folder):
+    path = folder / "slow.md"
+    with open(path, "w") as fh:
+        fh.write("Start of a slow write. ")
+        fh.flush()
+        time.sleep(1.0)  # longer than the debounce
+        fh.write("The end mentions pelicans.\n")
+    wait_until(lambda: bm25_sources(watching, "pelicans") == {"slow.md"})
