@@ -80,6 +80,7 @@ def watch_folder(source: FolderSource, on_change: Callable[[Change], None], stop
     observer = Observer()
     observer.schedule(dirty, str(source.root), recursive=True)
     observer.start()
+    dirty.mark_everything()  # catch up with whatever changed before the observer was listening
     next_rescan = time.monotonic() + rescan_seconds
     try:
         while not stop.is_set():

@@ -90,9 +90,9 @@ def cmd_watch(args, ctx) -> int:
         for report in kb.sync(TqdmProgress()):
             print_report(report)
         stop = threading.Event()
+        threads = kb.watch(stop, on_report=lambda r: (r.changed or r.failed) and print_report(r))
         print(f"watching {folder.root if folder else 'the configured sources'}; Ctrl-C stops", file=sys.stderr,
               flush=True)
-        threads = kb.watch(stop, on_report=lambda r: (r.changed or r.failed) and print_report(r))
         try:
             while any(t.is_alive() for t in threads):
                 stop.wait(0.5)
