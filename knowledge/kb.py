@@ -38,7 +38,7 @@ class KnowledgeBase:
         ``folder`` overrides ``sources.folder`` and the folder ingested last; ``write=False`` opens it
         for reading beside another process that writes (nothing on disk changes).
         """
-        store = KnowledgeStore(config, Path(data_dir), embedder or SentenceTransformerEmbedder(config.embedding))
+        store = KnowledgeStore(config, Path(data_dir), embedder or SentenceTransformerEmbedder(config.embedding), write)
         root = folder or config.sources.folder or store.manifest.get_meta(FOLDER_META) or None
         if write and root:
             store.manifest.set_meta(FOLDER_META, str(Path(root).expanduser().resolve()))

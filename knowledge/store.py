@@ -49,10 +49,11 @@ class KnowledgeStore:
     run at a time without blocking searches while it embeds.
     """
 
-    def __init__(self, config: KnowledgeConfig, data_dir: Path, embedder: Embedder) -> None:
+    def __init__(self, config: KnowledgeConfig, data_dir: Path, embedder: Embedder, write: bool = True) -> None:
         self.config = config
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._writer_lock = _take_writer_lock(self.data_dir) if write else None
         self.embedder = embedder
         self.lock = threading.RLock()
         self.sync_lock = threading.RLock()
@@ -71,6 +72,9 @@ class KnowledgeStore:
 
     def close(self) -> None:
         self.manifest.close()
+        if self._writer_lock is not None:
+            self._writer_lock.close()  # releases the flock
+            self._writer_lock = None
 
     # -- writing ------------------------------------------------------------------------------
     def embed_chunks(self, chunks: Sequence[Chunk], progress: Progress | None = None) -> tuple[np.ndarray, int]:
@@ -157,3 +161,26 @@ class KnowledgeStore:
                 failed=tuple(self.manifest.failures()),
                 last_sync=self.manifest.get_meta("last_sync"),
             )
+
+
+def _take_writer_lock(data_dir: Path):
+    """One writing process per data dir: a second one is told which process holds it."""
+    import fcntl
+    import os
+
+    handle = open(data_dir / "writer.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise IndexError_(
+            f"the data dir {data_dir} is being written by {holder}; stop it first, or let that process "
+            "(e.g. `footnotes watch` or `footnotes serve`) keep the folder in sync"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle

@@ -194,3 +194,23 @@ def test_reconcile_repairs_orphans_and_gaps(folder, open_kb):
     fixed = store.reconcile()
     assert fixed == {"bm25_added": 1, "bm25_removed": 1, "dense_added": 1, "dense_removed": 1}
     assert_consistent(kb)
+
+
+def test_second_writer_is_refused_but_readers_are_welcome(folder, open_kb, tmp_path):
+    import pytest
+
+    from knowledge.errors import IndexError_
+    from knowledge.kb import KnowledgeBase
+    from tests.conftest import small_config
+    from tests.fakes import HashingEmbedder
+
+    write(folder / "a.md", "Readers can search while a writer holds the data dir.\n")
+    kb = open_kb()
+    kb.sync()
+    with pytest.raises(IndexError_, match="being written by pid"):
+        open_kb()
+    reader = KnowledgeBase.open(small_config(), tmp_path / "data", embedder=HashingEmbedder(), write=False)
+    assert reader.retriever.search("readers search", 1)[0].source == "a.md"
+    reader.close()
+    kb.close()
+    open_kb().close()  # free again once the writer closed
