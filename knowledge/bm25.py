@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import threading
 import zipfile
 from collections import Counter
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_writer
 from .errors import IndexError_
 from .text_tokens import TOKENIZER_VERSION, tokenize
 
@@ -317,17 +317,8 @@ class BM25Index:
             params=np.array([self.k1, self.b]), term_bytes=term_bytes, term_ptr=term_ptr,
             indptr=c.indptr, slots=c.slots, tfs=c.tfs, id_bytes=id_bytes, id_ptr=id_ptr, doc_len=c.doc_len,
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_writer(path) as fh:
+            np.savez(fh, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BM25Index:

@@ -15,9 +15,7 @@ import hashlib
 import http.client
 import json
 import logging
-import os
 import socket
-import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -26,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..atomic import write_atomic
 from ..config import SourcesConfig
 from ..errors import ConfigError, DocumentError
 from ..paths import suffix_of
@@ -195,7 +194,7 @@ class WebSource(Source):
         if self.state_path is None:
             self._bodies[url] = body
         else:
-            _write_atomic(self._body_file(url), body)
+            write_atomic(self._body_file(url), body)
 
     def _forget(self, url: str) -> None:
         if self._cached.pop(url, None) is not None:
@@ -207,7 +206,7 @@ class WebSource(Source):
     def _save_state(self) -> None:
         if self.state_path is not None:
             state = {"version": 1, "entries": {u: dataclasses.asdict(c) for u, c in self._cached.items()}}
-            _write_atomic(self.state_path / "state.json", json.dumps(state, indent=1).encode())
+            write_atomic(self.state_path / "state.json", json.dumps(state, indent=1).encode())
 
     def _load_state(self) -> None:
         if self.state_path is None:
@@ -250,16 +249,3 @@ def _network_reason(exc: BaseException) -> str:
     if isinstance(cause, socket.gaierror):
         return "unknown host"
     return cause if isinstance(cause, str) else type(cause).__name__
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
