@@ -1,0 +1,4 @@
+"""Footnotes' assistant side: generator, answer modes, dialogue engine, provenance, evaluation.
+
+Never imports ``ui``.
+"""

@@ -1,0 +1,129 @@
+"""What every answer mode returns: a frozen ``Answer`` with its chunks and per-token provenance.
+
+JSON form (CLI, HTTP API)::
+
+    {"answer", "mode",
+     "chunks": [{"chunk_id", "source", "start", "end", "text", "score", "prior", "posterior"}],
+     "tokens": [{"text", "prob", "posterior": [k floats]}]}
+
+plus ``"n_best"`` when a mode ranks several answers (RAG-Sequence). Fields that later modes fill
+(kNN-LM neighbours, REALM spans) are left out of the JSON when empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from knowledge.types import Hit
+
+
+@dataclass(frozen=True)
+class RetrievedChunk:
+    """A chunk the answer was conditioned on, with the retrieval prior p(z|x) and the posterior
+    p(z|x,y) given the whole answer (``None`` where a mode cannot attribute, e.g. ``concat``)."""
+
+    chunk_id: str
+    source: str
+    start: int
+    end: int
+    text: str
+    heading_path: tuple[str, ...]
+    score: float
+    prior: float
+    posterior: float | None = None
+
+    @classmethod
+    def from_hit(cls, hit: Hit, prior: float, posterior: float | None = None) -> "RetrievedChunk":
+        c = hit.chunk
+        return cls(c.chunk_id, c.doc_id, c.start, c.end, c.text, c.heading_path, hit.score, prior, posterior)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chunk_id": self.chunk_id,
+            "source": self.source,
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+            "score": self.score,
+            "prior": self.prior,
+            "posterior": self.posterior,
+        }
+
+
+@dataclass(frozen=True)
+class TokenProvenance:
+    """One answer token: its text, its probability under the mode's model, and its document
+    posterior over the answer's chunks (RAG-Token: p(z | x, y_i, y_<i), the paper's Figure 2;
+    empty where a mode has no per-document distribution).
+
+    ``neighbours`` and ``knn_share`` are for the kNN-LM mode (its retrieved contexts and
+    λ·p_kNN's share of ``prob``); ``None`` elsewhere.
+    """
+
+    text: str
+    prob: float
+    posterior: tuple[float, ...] = ()
+    neighbours: tuple[Any, ...] | None = None
+    knn_share: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text, "prob": self.prob, "posterior": list(self.posterior)}
+        if self.neighbours is not None:
+            out["neighbours"] = [_json_of(n) for n in self.neighbours]
+        if self.knn_share is not None:
+            out["knn_share"] = self.knn_share
+        return out
+
+
+@dataclass(frozen=True)
+class RankedAnswer:
+    """One of a mode's n-best answers: log p(y|x) and p(z|x,y) over the chunks."""
+
+    text: str
+    logprob: float
+    posterior: tuple[float, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "logprob": self.logprob, "posterior": list(self.posterior)}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A finished answer. ``"".join(t.text for t in tokens) == text``."""
+
+    text: str
+    mode: str
+    chunks: tuple[RetrievedChunk, ...] = ()
+    tokens: tuple[TokenProvenance, ...] = ()
+    n_best: tuple[RankedAnswer, ...] = ()
+
+    def cited_chunk(self) -> RetrievedChunk | None:
+        """The chunk with the highest posterior (the highest prior where the mode gives none)."""
+        if not self.chunks:
+            return None
+        if all(c.posterior is not None for c in self.chunks):
+            return max(self.chunks, key=lambda c: c.posterior or 0.0)
+        return max(self.chunks, key=lambda c: c.prior)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "answer": self.text,
+            "mode": self.mode,
+            "chunks": [c.to_json() for c in self.chunks],
+            "tokens": [t.to_json() for t in self.tokens],
+        }
+        if self.n_best:
+            out["n_best"] = [a.to_json() for a in self.n_best]
+        return out
+
+
+def chunks_of(hits: Sequence[Hit], priors: Sequence[float], posteriors: Sequence[float] | None) -> tuple[RetrievedChunk, ...]:
+    """The answer's chunks, in retrieval order."""
+    post: Sequence[float | None] = posteriors if posteriors is not None else [None] * len(hits)
+    return tuple(RetrievedChunk.from_hit(h, float(p), None if q is None else float(q)) for h, p, q in zip(hits, priors, post))
+
+
+def _json_of(item: Any) -> Any:
+    to_json = getattr(item, "to_json", None)
+    return to_json() if callable(to_json) else item

@@ -1,0 +1,187 @@
+"""Greedy and beam search over a batch of prompts decoded in lockstep.
+
+A *beam* owns R consecutive rows of the batch and scores the next token by combining their
+log-probs: RAG-Token mixes its k document rows (R = k); a plain LM or one RAG-Sequence
+document has R = 1. Beams belong to *groups* searched independently (RAG-Sequence: one group
+per document). Hypotheses keep, per token, the log-prob under each of their rows: the
+provenance of every answer token is computed from those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Collection, Iterator, Sequence
+
+import torch
+
+from .lockstep import LockstepBatch
+from .marginals import rag_token_marginalize
+
+# (beams, R, V) log-probs of each row -> (beams, V) log-probs of the beam's next token
+Combine = Callable[[torch.Tensor], torch.Tensor]
+
+
+def single_row(row_logprobs: torch.Tensor) -> torch.Tensor:
+    """Combine for R = 1: the row's own distribution.  (beams, 1, V) -> (beams, V)"""
+    return row_logprobs[:, 0]
+
+
+def mixture(doc_logprior: torch.Tensor) -> Combine:
+    """Combine for RAG-Token: the mixture Σ_z p(z|x) p(y_i|x,z,y_<i) of the beam's k rows."""
+    return lambda row_logprobs: rag_token_marginalize(row_logprobs, doc_logprior)  # (beams, k, V) -> (beams, V)
+
+
+@dataclass(frozen=True)
+class TokenStep:
+    """One chosen token: its combined log-prob and its log-prob under each row of its beam."""
+
+    token_id: int
+    logprob: float
+    row_logprobs: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A finished (or length-capped) sequence. ``steps`` include the final EOS when ``ended == "eos"``."""
+
+    group: int
+    steps: tuple[TokenStep, ...]
+    ended: str  # "eos", "stop" (a stop string) or "length" (max_new_tokens)
+
+    @property
+    def token_ids(self) -> tuple[int, ...]:
+        return tuple(s.token_id for s in self.steps)
+
+    @property
+    def answer_steps(self) -> tuple[TokenStep, ...]:
+        return self.steps[:-1] if self.ended == "eos" else self.steps
+
+    @property
+    def logprob(self) -> float:
+        return sum(s.logprob for s in self.steps)
+
+    def rank_score(self, length_penalty: float) -> float:
+        return self.logprob / max(len(self.steps), 1) ** length_penalty
+
+
+def greedy(
+    batch: LockstepBatch, combine: Combine, eos_ids: Collection[int], max_new_tokens: int
+) -> Iterator[TokenStep]:
+    """Greedy decoding of one beam spanning every row; yields each token as it is chosen (not EOS).
+
+    The next forward pass runs only when the caller asks for the next token, so stopping the
+    iteration (stop string found) costs nothing extra.
+    """
+    rows = batch.rows
+    logprobs = batch.prefill()  # (R, V)
+    for i in range(max_new_tokens):
+        scores = combine(logprobs.unsqueeze(0))[0]  # (1, R, V) -> (V,)
+        token = int(scores.argmax())
+        if token in eos_ids:
+            return
+        yield TokenStep(token, float(scores[token]), tuple(logprobs[:, token].tolist()))
+        if i + 1 < max_new_tokens:
+            logprobs = batch.step(torch.full((rows,), token, dtype=torch.long))  # (R, V)
+
+
+@dataclass(frozen=True)
+class _Beam:
+    group: int
+    rows: tuple[int, ...]  # the beam's rows in the current batch
+    steps: tuple[TokenStep, ...] = ()
+    score: float = 0.0
+
+
+def beam_search(
+    batch: LockstepBatch,
+    first_logprobs: torch.Tensor,
+    combine: Combine,
+    groups: int,
+    width: int,
+    eos_ids: Collection[int],
+    max_new_tokens: int,
+    is_stopped: Callable[[Sequence[int]], bool] = lambda ids: False,
+    length_penalty: float = 1.0,
+) -> list[list[Hypothesis]]:
+    """Beam search; the batch's rows are split evenly into ``groups`` initial beams.
+    ``first_logprobs`` (rows, V) is what ``batch.prefill()`` returned.
+
+    Each group keeps ``width`` live beams and is done when it has ``width`` finished hypotheses
+    (or at ``max_new_tokens``). Returns, per group, its finished hypotheses best first (by
+    logprob / length ** length_penalty).
+    """
+    if batch.rows % groups:
+        raise ValueError(f"{batch.rows} rows cannot be split into {groups} groups")
+    per_beam = batch.rows // groups
+    beams = [_Beam(g, tuple(range(g * per_beam, (g + 1) * per_beam))) for g in range(groups)]
+    finished: list[list[Hypothesis]] = [[] for _ in range(groups)]
+    logprobs = first_logprobs  # (rows, V)
+    for t in range(max_new_tokens):
+        row_logprobs = logprobs.view(len(beams), per_beam, -1)  # (beams, R, V)
+        scores = combine(row_logprobs)  # (beams, V)
+        totals = torch.tensor([b.score for b in beams]).unsqueeze(-1) + scores  # (beams, V)
+        live: list[_Beam] = []
+        for g in sorted({b.group for b in beams}):
+            mine = [j for j, b in enumerate(beams) if b.group == g]
+            candidates = _extensions(beams, mine, row_logprobs, scores, totals, width)
+            next_beams = _sort_out(candidates, finished[g], width, eos_ids, is_stopped)
+            if len(finished[g]) < width:
+                live.extend(next_beams)
+        if t + 1 == max_new_tokens:
+            for beam in live:
+                finished[beam.group].append(Hypothesis(beam.group, beam.steps, "length"))
+            break
+        if not live:
+            break
+        logprobs = _advance(batch, live, per_beam)
+        beams = [replace(b, rows=tuple(range(j * per_beam, (j + 1) * per_beam))) for j, b in enumerate(live)]
+    return [sorted(f, key=lambda h: -h.rank_score(length_penalty))[:width] for f in finished]
+
+
+def _extensions(
+    beams: list[_Beam],
+    mine: list[int],
+    row_logprobs: torch.Tensor,
+    scores: torch.Tensor,
+    totals: torch.Tensor,
+    width: int,
+) -> list[_Beam]:
+    """A group's 2 * width best one-token extensions, best first."""
+    vocab = totals.shape[-1]
+    flat = totals[mine].reshape(-1)  # (beams_in_group * V,)
+    values, order = flat.topk(min(2 * width, flat.numel()))
+    out = []
+    for value, index in zip(values.tolist(), order.tolist()):
+        j, token = mine[index // vocab], index % vocab
+        step = TokenStep(token, float(scores[j, token]), tuple(row_logprobs[j, :, token].tolist()))
+        out.append(_Beam(beams[j].group, beams[j].rows, beams[j].steps + (step,), value))
+    return out
+
+
+def _sort_out(
+    candidates: list[_Beam],
+    finished: list[Hypothesis],
+    width: int,
+    eos_ids: Collection[int],
+    is_stopped: Callable[[Sequence[int]], bool],
+) -> list[_Beam]:
+    """Move ended candidates ranked within the top ``width`` into ``finished``; return up to
+    ``width`` live ones."""
+    live: list[_Beam] = []
+    for rank, beam in enumerate(candidates):
+        ids = [s.token_id for s in beam.steps]
+        ended = "eos" if ids[-1] in eos_ids else "stop" if is_stopped(ids) else ""
+        if ended and rank < width:
+            finished.append(Hypothesis(beam.group, beam.steps, ended))
+        elif not ended:
+            live.append(beam)
+            if len(live) == width:
+                break
+    return live
+
+
+def _advance(batch: LockstepBatch, live: list[_Beam], per_beam: int) -> torch.Tensor:
+    """Re-select the parents' rows for the new beams and feed each beam's new token to its rows."""
+    batch.select([row for beam in live for row in beam.rows])
+    tokens = torch.tensor([beam.steps[-1].token_id for beam in live for _ in range(per_beam)])  # (beams * R,)
+    return batch.step(tokens)  # (beams * R, V)

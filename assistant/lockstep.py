@@ -1,0 +1,165 @@
+"""Several prompts decoded in lockstep: one left-padded batch, one forward pass per step, one KV cache.
+
+Left padding puts every row's next token in the last column. The attention mask hides the
+padding and the position ids count only real tokens, so each row computes what it would alone
+(tests check this against unbatched runs). Rows can be re-selected (beam search) and the state
+right after the prompts can be kept to score whole continuations later (RAG-Sequence "thorough").
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both (B, T) with T the longest prompt; padding on the left."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)  # (B, T)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
+        mask[row, width - len(prompt) :] = 1
+    return ids, mask
+
+
+def positions_of(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip left padding: 0 at each row's first real token.  (B, T) -> (B, T)"""
+    return (mask.cumsum(dim=-1) - 1).clamp(min=0)
+
+
+@dataclass(frozen=True)
+class PromptState:
+    """The batch right after its prompts: KV tensors per layer, mask, next positions, next-token log-probs."""
+
+    kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer (B, heads, T, head_dim) twice
+    mask: torch.Tensor  # (B, T)
+    next_position: torch.Tensor  # (B,)
+    next_logprobs: torch.Tensor  # (B, V)
+
+
+class LockstepBatch:
+    """B token sequences advanced together; call :meth:`prefill` once, then :meth:`step`."""
+
+    def __init__(self, model: Any, prompts: Sequence[Sequence[int]], pad_id: int) -> None:
+        self.model = model
+        self.input_ids, self.mask = left_pad(prompts, pad_id)  # (B, T), (B, T)
+        self.next_position = self.mask.sum(dim=-1)  # (B,)
+        self.cache = _new_cache(model)
+        self._cache_kw = _cache_keyword(model)
+
+    @property
+    def rows(self) -> int:
+        return self.mask.shape[0]
+
+    @torch.inference_mode()
+    def prefill(self) -> torch.Tensor:
+        """Run the prompts; returns the next-token log-probs (B, V)."""
+        logits = self._forward(self.input_ids, positions_of(self.mask))  # (B, 1, V)
+        return torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, V)
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append one token to every row; returns the next-token log-probs.  tokens: (B,) -> (B, V)"""
+        if tokens.shape != (self.rows,):
+            raise ValueError(f"step needs one token per row: shape ({self.rows},), got {tuple(tokens.shape)}")
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=-1)  # (B, T+1)
+        positions = self.next_position.unsqueeze(-1)  # (B, 1)
+        self.next_position = self.next_position + 1
+        logits = self._forward(tokens.unsqueeze(-1).long(), positions)  # (B, 1, V)
+        return torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, V)
+
+    def select(self, rows: Sequence[int]) -> None:
+        """Keep (and reorder, or repeat) these rows, e.g. the parents of the new beams."""
+        index = torch.tensor(list(rows), dtype=torch.long)  # (B',)
+        self.cache.reorder_cache(index)
+        self.mask = self.mask[index]  # (B', T)
+        self.next_position = self.next_position[index]  # (B',)
+
+    def snapshot(self, next_logprobs: torch.Tensor) -> PromptState:
+        """A copy of the state after :meth:`prefill` (pass its result), for :func:`score_continuations`."""
+        kv = tuple((layer.keys.clone(), layer.values.clone()) for layer in self.cache.layers)
+        return PromptState(kv, self.mask.clone(), self.next_position.clone(), next_logprobs)
+
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=self.mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_kw: self.cache},
+        )
+        return out.logits  # (B, 1, V)
+
+
+@torch.inference_mode()
+def score_continuations(
+    model: Any,
+    state: PromptState,
+    rows: Sequence[int],
+    continuations: Sequence[Sequence[int]],
+    pad_id: int,
+    max_batch: int = 8,
+) -> list[torch.Tensor]:
+    """Teacher forcing: log p(c_j | prompt_row, c_<j) for every token of each continuation.
+
+    Pair i is (prompt ``rows[i]``, ``continuations[i]``); returns one (len(c_i),) tensor per pair.
+    Only the continuation tokens run through the model: the prompts' KV cache is reused.
+    """
+    if len(rows) != len(continuations):
+        raise ValueError("score_continuations needs one row per continuation")
+    out: list[torch.Tensor] = []
+    for start in range(0, len(rows), max_batch):
+        part = slice(start, start + max_batch)
+        out.extend(_score_batch(model, state, list(rows[part]), list(continuations[part]), pad_id))
+    return out
+
+
+def _score_batch(
+    model: Any, state: PromptState, rows: list[int], continuations: list[Sequence[int]], pad_id: int
+) -> list[torch.Tensor]:
+    index = torch.tensor(rows, dtype=torch.long)  # (P,)
+    lengths = [len(c) for c in continuations]
+    if min(lengths) < 1:
+        raise ValueError("every continuation needs at least one token")
+    width = max(lengths)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (P, N), padded on the right
+    cont_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (P, N)
+    for i, cont in enumerate(continuations):
+        ids[i, : len(cont)] = torch.tensor(list(cont), dtype=torch.long)
+        cont_mask[i, : len(cont)] = 1
+    cache = _new_cache(model, [(k[index], v[index]) for k, v in state.kv])
+    mask = torch.cat([state.mask[index], cont_mask], dim=-1)  # (P, T+N)
+    positions = state.next_position[index].unsqueeze(-1) + torch.arange(width)  # (P, N)
+    logits = model(
+        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{_cache_keyword(model): cache}
+    ).logits  # (P, N, V)
+    logprobs = torch.log_softmax(logits.float(), dim=-1)  # (P, N, V)
+    first = state.next_logprobs[index].gather(-1, ids[:, :1])  # (P, 1) log p(c_1 | prompt)
+    later = logprobs[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (P, N-1) log p(c_j | .., c_<j)
+    token_logprobs = torch.cat([first, later], dim=-1)  # (P, N)
+    return [token_logprobs[i, :n] for i, n in enumerate(lengths)]
+
+
+def _new_cache(model: Any, kv: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=kv, config=model.config)
+
+
+_CACHE_KEYWORDS: dict[type, str] = {}
+
+
+def _cache_keyword(model: Any) -> str:
+    """``cache`` in transformers >= 5.x, ``past_key_values`` before."""
+    kind = type(model)
+    if kind not in _CACHE_KEYWORDS:
+        params = inspect.signature(model.forward).parameters
+        _CACHE_KEYWORDS[kind] = "cache" if "cache" in params else "past_key_values"
+    return _CACHE_KEYWORDS[kind]

@@ -1,0 +1,1 @@
+"""Answer modes, registered in the entry-point group ``footnotes.modes`` (see pyproject.toml)."""

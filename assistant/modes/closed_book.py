@@ -1,0 +1,31 @@
+"""Closed book baseline: the generator alone, no retrieval."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import torch
+
+from knowledge.types import Hit
+
+from ..answer import Answer, TokenProvenance
+from ..conversation import Turn
+from ..prompts import build_prompts
+from .base import ModeBase
+from .mixture import stream_mixture
+
+
+class ClosedBookMode(ModeBase):
+    """p(y|x) of the plain LM on the question and the conversation; no chunks, no provenance."""
+
+    name = "closed-book"
+    uses_retrieval = False
+
+    def stream(self, question: str, history: Sequence[Turn], hits: Sequence[Hit]) -> Iterator[TokenProvenance | Answer]:
+        prompts = build_prompts(self.generator, question, history, [None], self.config)
+        tokens: list[TokenProvenance] = []
+        for step, text in stream_mixture(self.generator, prompts, torch.zeros(1), self.config):
+            tokens.append(TokenProvenance(text, math.exp(step.logprob)))
+            yield tokens[-1]
+        yield Answer("".join(t.text for t in tokens), self.name, (), tuple(tokens))

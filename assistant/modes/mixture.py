@@ -1,0 +1,62 @@
+"""Token-by-token decoding of the RAG-Token mixture over a set of prompts, with final token texts.
+
+With a single prompt (prior log 1 = 0) the mixture is the plain LM: the closed-book and concat
+baselines decode through this same path, so the comparison is like for like.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from ..config import AnswerConfig
+from ..decoding import TokenStep, beam_search, greedy, mixture
+from ..generator import Generator
+from ..lockstep import LockstepBatch
+from ..text_stream import TokenTexts
+
+
+def stream_mixture(
+    generator: Generator, prompts: Sequence[Sequence[int]], doc_logprior: torch.Tensor, config: AnswerConfig
+) -> Iterator[tuple[TokenStep, str]]:
+    """Decode p(y_i|x,y_<i) = Σ_z p(z|x) p(y_i|x,z,y_<i) with the k prompts in one batch.
+
+    Yields (step, text) for each answer token once its text is final. Greedy (beam_size 1)
+    streams as it decodes; beam search yields the best hypothesis when the search is over.
+    prompts: k token lists; doc_logprior: (k,).
+    """
+    if len(prompts) != doc_logprior.shape[0]:
+        raise ValueError(f"{len(prompts)} prompts but {doc_logprior.shape[0]} prior values")
+    batch = LockstepBatch(generator.model, prompts, generator.pad_id)
+    combine = mixture(doc_logprior)
+    if config.beam_size == 1:
+        steps = greedy(batch, combine, generator.eos_ids, config.max_new_tokens)
+    else:
+        groups = beam_search(
+            batch, batch.prefill(), combine, 1, config.beam_size, generator.eos_ids, config.max_new_tokens,
+            stop_check(generator, config.stop), config.length_penalty,
+        )
+        steps = iter(groups[0][0].answer_steps)
+    yield from with_texts(generator, steps, config.stop)
+
+
+def with_texts(generator: Generator, steps: Iterator[TokenStep], stop: Sequence[str]) -> Iterator[tuple[TokenStep, str]]:
+    """Pair each step with its text; stop pulling steps at the first stop string."""
+    texts = TokenTexts(generator.decode, stop)
+    seen: list[TokenStep] = []
+    for step in steps:
+        seen.append(step)
+        for piece in texts.push(step.token_id):
+            yield seen[piece.index], piece.text
+        if texts.stopped:
+            return
+    for piece in texts.finish():
+        yield seen[piece.index], piece.text
+
+
+def stop_check(generator: Generator, stop: Sequence[str]) -> Callable[[Sequence[int]], bool]:
+    """Whether decoded ids contain a stop string (for beam search)."""
+    if not stop:
+        return lambda ids: False
+    return lambda ids: any(s in generator.decode(ids) for s in stop)

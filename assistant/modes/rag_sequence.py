@@ -1,0 +1,141 @@
+"""RAG-Sequence: one chunk explains the whole answer (Lewis et al. 2020)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from knowledge.types import Hit
+
+from ..answer import Answer, RankedAnswer, TokenProvenance, chunks_of
+from ..config import AnswerConfig
+from ..conversation import Turn
+from ..decoding import Hypothesis, beam_search, single_row
+from ..generator import Generator
+from ..lockstep import LockstepBatch, PromptState, score_continuations
+from ..marginals import (
+    rag_sequence_marginal,
+    rag_sequence_posterior,
+    rag_sequence_token_marginals,
+    rag_token_posterior,
+)
+from ..prompts import build_prompts, chunk_context
+from ..text_stream import pieces_of
+from .base import ModeBase, doc_logprior
+from .mixture import stop_check
+
+
+class RagSequenceMode(ModeBase):
+    """p(y|x) = Σ_z p(z|x) Π_i p(y_i|x,z,y_<i). Beam search once per chunk (all chunks in one
+    batch), union of the hypotheses, then "thorough" (score every hypothesis under every chunk)
+    or "fast" (p(y|x,z) = 0 where z's beam did not produce y) marginalization.
+
+    Provenance: chunks carry p(z|x,y) of the best answer; each token carries its chain-rule
+    marginal p(y_i|x,y_<i) and p(z|x) p(y_i|x,z,y_<i) normalised over the chunks.
+    """
+
+    name = "rag-sequence"
+
+    def answer(self, question: str, history: Sequence[Turn], hits: Sequence[Hit]) -> Answer:
+        cfg, gen = self.config, self.generator
+        prior = doc_logprior(hits, cfg)  # (k,)
+        contexts = [chunk_context(h, cfg.chunk_chars) for h in hits]
+        prompts = build_prompts(gen, question, history, contexts, cfg)
+        table = hypotheses_per_chunk(gen, prompts, cfg)
+        seq = table.sequence_logprobs()  # (H, k)
+        marginal = rag_sequence_marginal(seq, prior)  # (H,)
+        posterior = rag_sequence_posterior(seq, prior)  # (H, k)
+        order = marginal.argsort(descending=True)[: cfg.n_best].tolist()
+        best = order[0]
+        tokens = self._tokens(table, best, prior)
+        n_best = tuple(
+            RankedAnswer(self._text(table.hypotheses[h]), float(marginal[h]), tuple(posterior[h].tolist()))
+            for h in order
+        )
+        chunks = chunks_of(hits, prior.exp().tolist(), posterior[best].tolist())
+        return Answer("".join(t.text for t in tokens), self.name, chunks, tokens, n_best)
+
+    def _tokens(self, table: "HypothesisTable", h: int, prior: torch.Tensor) -> tuple[TokenProvenance, ...]:
+        token_logprobs = table.token_matrix(h)  # (n, k), -inf where unscored
+        probs = rag_sequence_token_marginals(token_logprobs, prior).exp()  # (n,)
+        posteriors = rag_token_posterior(token_logprobs, prior)  # (n, k)
+        hyp = table.hypotheses[h]
+        answer_ids = [s.token_id for s in hyp.answer_steps]
+        return tuple(
+            TokenProvenance(p.text, float(probs[p.index]), tuple(posteriors[p.index].tolist()))
+            for p in pieces_of(self.generator.decode, answer_ids, self.config.stop)
+        )
+
+    def _text(self, hyp: Hypothesis) -> str:
+        ids = [s.token_id for s in hyp.answer_steps]
+        return "".join(p.text for p in pieces_of(self.generator.decode, ids, self.config.stop))
+
+
+@dataclass
+class HypothesisTable:
+    """The union of every chunk's beam hypotheses and, per (hypothesis, chunk) pair that was
+    scored, the per-token log p(y_i|x,z,y_<i) (EOS included when the hypothesis ended with it)."""
+
+    k: int
+    hypotheses: list[Hypothesis] = field(default_factory=list)
+    scored: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)  # (h, z) -> (n_h,)
+
+    def add(self, hyp: Hypothesis) -> None:
+        ids = hyp.token_ids
+        index = next((h for h, other in enumerate(self.hypotheses) if other.token_ids == ids), None)
+        if index is None:
+            index = len(self.hypotheses)
+            self.hypotheses.append(hyp)
+        self.scored[(index, hyp.group)] = torch.tensor([s.row_logprobs[0] for s in hyp.steps])
+
+    def missing(self) -> list[tuple[int, int]]:
+        return [(h, z) for h in range(len(self.hypotheses)) for z in range(self.k) if (h, z) not in self.scored]
+
+    def sequence_logprobs(self) -> torch.Tensor:
+        """log p(y_h|x,z) for every pair, -inf where unscored.  Returns (H, k)."""
+        seq = torch.full((len(self.hypotheses), self.k), -math.inf)  # (H, k)
+        for (h, z), token_logprobs in self.scored.items():
+            seq[h, z] = token_logprobs.sum()
+        return seq
+
+    def token_matrix(self, h: int) -> torch.Tensor:
+        """Per-token log-probs of hypothesis h under every chunk, -inf where unscored.  Returns (n, k)."""
+        n = len(self.hypotheses[h].steps)
+        out = torch.full((n, self.k), -math.inf)  # (n, k)
+        for z in range(self.k):
+            if (h, z) in self.scored:
+                out[:, z] = self.scored[(h, z)]
+        return out
+
+
+def hypotheses_per_chunk(generator: Generator, prompts: Sequence[Sequence[int]], cfg: AnswerConfig) -> HypothesisTable:
+    """Beam search per chunk prompt (one batch, one group per chunk), then the union of the
+    hypotheses; with "thorough" decoding every missing pair is scored by teacher forcing."""
+    batch = LockstepBatch(generator.model, prompts, generator.pad_id)
+    first = batch.prefill()  # (k, V)
+    state = batch.snapshot(first) if cfg.rag_sequence_decoding == "thorough" else None
+    per_chunk = beam_search(
+        batch, first, single_row, len(prompts), cfg.rag_sequence_beams, generator.eos_ids,
+        cfg.max_new_tokens, stop_check(generator, cfg.stop), cfg.length_penalty,
+    )
+    table = HypothesisTable(len(prompts))
+    for hyps in per_chunk:
+        for hyp in hyps:
+            table.add(hyp)
+    if state is not None:
+        score_missing(generator, state, table)
+    return table
+
+
+def score_missing(generator: Generator, state: PromptState, table: HypothesisTable) -> None:
+    """Thorough decoding: score each hypothesis under each chunk whose beam did not produce it."""
+    pairs = table.missing()
+    if not pairs:
+        return
+    conts = [table.hypotheses[h].token_ids for h, _ in pairs]
+    scores = score_continuations(generator.model, state, [z for _, z in pairs], conts, generator.pad_id)
+    for pair, token_logprobs in zip(pairs, scores):
+        table.scored[pair] = token_logprobs

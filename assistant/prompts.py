@@ -1,0 +1,69 @@
+"""Chat prompts: one per retrieved chunk (RAG), all chunks at once (concat) or none (closed book),
+with as much recent history as the generator's context holds."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from knowledge.errors import ConfigError
+from knowledge.types import Hit
+
+from .config import AnswerConfig
+from .conversation import Turn, cut_points
+from .generator import Generator
+
+
+def chunk_context(hit: Hit, chunk_chars: int) -> str:
+    """A chunk as prompt context: its heading path, then its text cut to ``chunk_chars``."""
+    chunk = hit.chunk
+    heading = " > ".join(chunk.heading_path)
+    text = chunk.text[:chunk_chars]
+    return f"{heading}\n{text}" if heading else text
+
+
+def concat_context(hits: Sequence[Hit], chunk_chars: int) -> str:
+    """Every chunk in one context, numbered in retrieval order."""
+    return "\n\n".join(f"[{i}] {chunk_context(h, chunk_chars)}" for i, h in enumerate(hits, start=1))
+
+
+def messages(system_prompt: str, history: Sequence[Turn], question: str, context: str | None) -> list[dict[str, str]]:
+    """System message, earlier turns as they were, then the question with its context."""
+    out = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    out += [{"role": t.role, "content": t.text} for t in history]
+    content = question if context is None else f"Context:\n{context}\n\nQuestion: {question}"
+    out.append({"role": "user", "content": content})
+    return out
+
+
+def build_prompts(
+    generator: Generator,
+    question: str,
+    history: Sequence[Turn],
+    contexts: Sequence[str | None],
+    config: AnswerConfig,
+) -> list[list[int]]:
+    """Token ids of one prompt per context. The oldest exchanges are dropped until the longest
+    prompt plus ``max_new_tokens`` fits the generator's context."""
+    budget = generator.context_tokens - config.max_new_tokens
+
+    def render(start: int) -> list[list[int]]:
+        kept = history[start:]
+        return [generator.render(messages(config.system_prompt, kept, question, c)) for c in contexts]
+
+    cuts = cut_points(history)
+    lo, hi = 0, len(cuts) - 1  # prompts shrink as the cut moves right; invariant: cuts[hi] fits
+    best = render(cuts[hi])
+    if max(map(len, best)) > budget:
+        raise ConfigError(
+            f"the question with its context needs {max(map(len, best))} tokens, but the generator's context "
+            f"leaves {budget} ({generator.context_tokens} minus answer.max_new_tokens = {config.max_new_tokens}): "
+            "shorten the question, or lower answer.chunk_chars or answer.max_new_tokens"
+        )
+    while lo < hi:
+        mid = (lo + hi) // 2
+        prompts = render(cuts[mid])
+        if max(map(len, prompts)) <= budget:
+            best, hi = prompts, mid
+        else:
+            lo = mid + 1
+    return best  # the prompts of cuts[hi]

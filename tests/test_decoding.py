@@ -1,0 +1,162 @@
+"""Lockstep batches, greedy and beam search, token texts and stop strings, on a tiny random LM."""
+
+import pytest
+import torch
+
+from tests import tinylm
+from assistant.decoding import beam_search, greedy, mixture, single_row
+from assistant.lockstep import LockstepBatch, left_pad, positions_of, score_continuations
+from assistant.text_stream import TokenTexts, pieces_of
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return tinylm.make_generator()
+
+
+def prompts_of(gen, texts):
+    return [gen.render([{"role": "user", "content": t}]) for t in texts]
+
+
+TEXTS = [
+    "ada lovelace was born in london",
+    "who",
+    "marie curie discovered radium and polonium in paris . she was born in warsaw",
+]
+
+
+def unbatched_next_logprobs(model, ids):
+    with torch.no_grad():
+        return torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].float(), dim=-1)
+
+
+def test_left_pad_and_positions():
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert positions_of(mask).tolist() == [[0, 1, 2], [0, 0, 0]]
+    with pytest.raises(ValueError):
+        left_pad([[1], []], 0)
+
+
+def test_left_padded_batch_with_kv_cache_matches_unbatched_runs(gen):
+    prompts = prompts_of(gen, TEXTS)
+    fed = [[5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]]
+    batch = LockstepBatch(gen.model, prompts, gen.pad_id)
+    steps = [batch.prefill()]
+    for j in range(4):
+        steps.append(batch.step(torch.tensor([f[j] for f in fed])))
+    for row, prompt in enumerate(prompts):
+        for j, got in enumerate(steps):
+            ref = unbatched_next_logprobs(gen.model, prompt + fed[row][:j])
+            assert torch.allclose(got[row], ref, atol=1e-4), (row, j)
+
+
+def test_select_reorders_and_repeats_rows(gen):
+    prompts = prompts_of(gen, TEXTS)
+    batch = LockstepBatch(gen.model, prompts, gen.pad_id)
+    batch.prefill()
+    batch.select([2, 0, 0])
+    got = batch.step(torch.tensor([20, 21, 22]))
+    for row, (src, tok) in enumerate([(2, 20), (0, 21), (0, 22)]):
+        assert torch.allclose(got[row], unbatched_next_logprobs(gen.model, prompts[src] + [tok]), atol=1e-4)
+
+
+def test_score_continuations_equals_stepwise_log_probs(gen):
+    prompts = prompts_of(gen, TEXTS)
+    batch = LockstepBatch(gen.model, prompts, gen.pad_id)
+    state = batch.snapshot(batch.prefill())
+    conts = [[30, 31, 32], [33], [34, 35]]
+    rows = [2, 0, 1]
+    got = score_continuations(gen.model, state, rows, conts, gen.pad_id, max_batch=2)
+    for row, cont, scores in zip(rows, conts, got):
+        ref = [float(unbatched_next_logprobs(gen.model, prompts[row] + cont[:j])[cont[j]]) for j in range(len(cont))]
+        assert scores.tolist() == pytest.approx(ref, abs=1e-4)
+
+
+def reference_greedy(model, prompt, n, eos_ids):
+    ids, out = list(prompt), []
+    for _ in range(n):
+        lp = unbatched_next_logprobs(model, ids)
+        token = int(lp.argmax())
+        if token in eos_ids:
+            break
+        out.append((token, float(lp[token])))
+        ids.append(token)
+    return out
+
+
+def test_greedy_on_one_prompt_is_the_plain_lm(gen):
+    prompt = prompts_of(gen, TEXTS[:1])
+    steps = list(greedy(LockstepBatch(gen.model, prompt, gen.pad_id), mixture(torch.zeros(1)), gen.eos_ids, 12))
+    ref = reference_greedy(gen.model, prompt[0], 12, gen.eos_ids)
+    assert [s.token_id for s in steps] == [t for t, _ in ref]
+    assert [s.logprob for s in steps] == pytest.approx([lp for _, lp in ref], abs=1e-4)
+
+
+def test_beam_search_of_width_one_is_greedy(gen):
+    prompts = prompts_of(gen, TEXTS)
+    prior = torch.log(torch.tensor([0.5, 0.2, 0.3]))
+    steps = list(greedy(LockstepBatch(gen.model, prompts, gen.pad_id), mixture(prior), gen.eos_ids, 10))
+    batch = LockstepBatch(gen.model, prompts, gen.pad_id)
+    (hyps,) = beam_search(batch, batch.prefill(), mixture(prior), 1, 1, gen.eos_ids, 10)
+    assert [s.token_id for s in hyps[0].answer_steps] == [s.token_id for s in steps]
+
+
+def test_beam_search_groups_are_independent_per_prompt(gen):
+    prompts = prompts_of(gen, TEXTS)
+    batch = LockstepBatch(gen.model, prompts, gen.pad_id)
+    together = beam_search(batch, batch.prefill(), single_row, 3, 2, gen.eos_ids, 6)
+    for g, prompt in enumerate(prompts):
+        alone = LockstepBatch(gen.model, [prompt], gen.pad_id)
+        (own,) = beam_search(alone, alone.prefill(), single_row, 1, 2, gen.eos_ids, 6)
+        assert [h.token_ids for h in together[g]] == [h.token_ids for h in own]
+        assert all(h.group == g for h in together[g])
+        for h in together[g]:  # each hypothesis' score is the sum of its tokens' log-probs under its prompt
+            ref = sum(float(unbatched_next_logprobs(gen.model, prompt + list(h.token_ids[:j]))[t]) for j, t in enumerate(h.token_ids))
+            assert h.logprob == pytest.approx(ref, abs=1e-3)
+
+
+def test_beam_search_finds_at_least_greedys_score_when_lengths_are_equal(gen):
+    prompt = prompts_of(gen, TEXTS[2:])
+    steps = list(greedy(LockstepBatch(gen.model, prompt, gen.pad_id), single_row, gen.eos_ids, 3))
+    batch = LockstepBatch(gen.model, prompt, gen.pad_id)
+    (hyps,) = beam_search(batch, batch.prefill(), single_row, 1, len(gen.tokenizer), gen.eos_ids, 3)
+    assert len(steps) == 3 and hyps[0].ended == "length"  # no EOS: all hypotheses have 3 tokens
+    assert hyps[0].logprob >= sum(s.logprob for s in steps) - 1e-5
+
+
+def decode_words(ids):
+    return " ".join(f"w{i}" for i in ids)
+
+
+def test_token_texts_concatenate_to_the_text():
+    texts = TokenTexts(decode_words)
+    pieces = [p for i in [1, 2, 3] for p in texts.push(i)] + texts.finish()
+    assert [p.text for p in pieces] == ["w1", " w2", " w3"]
+    assert texts.text == "w1 w2 w3"
+
+
+def test_stop_string_cuts_the_text_and_holds_back_a_possible_start():
+    texts = TokenTexts(decode_words, stop=["w3 w4"])
+    assert [p.text for p in texts.push(1)] == ["w1"]
+    assert [p.text for p in texts.push(2)] == [" w2"]  # cannot start "w3 w4": released
+    assert texts.push(3) == []  # "w3" could begin the stop string: held back
+    final = texts.push(4)
+    assert texts.stopped
+    assert [(p.index, p.text) for p in final] == [(2, " ")]  # cut inside " w3"; " w4" dropped
+    assert texts.text == "w1 w2 "
+    with pytest.raises(ValueError):
+        texts.push(5)
+
+
+def test_held_back_text_is_released_at_the_end():
+    texts = TokenTexts(decode_words, stop=["w3 w4"])
+    texts.push(3)
+    assert [p.text for p in texts.finish()] == ["w3"]
+
+
+def test_pieces_of_stops_at_the_first_stop_string():
+    pieces = pieces_of(decode_words, [1, 2, 3, 4, 5], stop=["w2"])
+    assert [(p.index, p.text) for p in pieces] == [(0, "w1"), (1, " ")]
+    assert pieces_of(decode_words, [1, 2], stop=["zzz"])[-1].text == " w2"

