@@ -6,6 +6,8 @@ unknown keys are rejected with the key and the file named.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,8 +90,9 @@ class AssistantConfig:
 
 
 def parse_assistant_config(table: dict[str, Any], file: str) -> AssistantConfig:
-    """The ``[generator]`` and ``[answer]`` tables of a parsed config file; other tables are ignored here."""
-    return AssistantConfig(
-        generator=parse_section(GeneratorConfig, table.get("generator", {}), "generator", file),
-        answer=parse_section(AnswerConfig, table.get("answer", {}), "answer", file),
-    )
+    """The assistant's tables of a parsed config file (one per AssistantConfig field, e.g. ``[generator]``
+    and ``[answer]``); other tables are ignored here."""
+    hints = typing.get_type_hints(AssistantConfig)
+    return AssistantConfig(**{
+        f.name: parse_section(hints[f.name], table.get(f.name, {}), f.name, file) for f in dataclasses.fields(AssistantConfig)
+    })

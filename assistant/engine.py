@@ -12,7 +12,7 @@ from .answer import Answer, TokenProvenance
 from .config import AnswerConfig
 from .conversation import Turn, retrieval_query
 from .generator import Generator
-from .modes.base import MODES_GROUP, AnswerMode
+from .modes.base import MODES_GROUP, AnswerMode, ModeResources
 
 
 class Retriever(Protocol):
@@ -24,9 +24,12 @@ def mode_names() -> list[str]:
     return registered_names(MODES_GROUP)
 
 
-def load_mode(name: str, generator: Generator, config: AnswerConfig) -> AnswerMode:
+def load_mode(name: str, generator: Generator, config: AnswerConfig,
+              resources: ModeResources | None = None) -> AnswerMode:
     """An instance of the mode registered as ``name``; an unknown name lists the registered ones."""
-    return load_plugin(MODES_GROUP, name, what="mode")(generator, config)
+    cls = load_plugin(MODES_GROUP, name, what="mode")
+    resources = resources or ModeResources()
+    return cls.create(generator, config, resources) if hasattr(cls, "create") else cls(generator, config)
 
 
 class DialogueEngine:
@@ -34,17 +37,19 @@ class DialogueEngine:
     exchanges prepended (``answer.followup_turns``); the prompts keep as much history as the
     generator's context holds, dropping the oldest exchanges first."""
 
-    def __init__(self, retriever: Retriever, generator: Generator, config: AnswerConfig | None = None) -> None:
+    def __init__(self, retriever: Retriever, generator: Generator, config: AnswerConfig | None = None,
+                 resources: ModeResources | None = None) -> None:
         self.retriever = retriever
         self.generator = generator
         self.config = config or AnswerConfig()
+        self.resources = resources or ModeResources()
         self._modes: dict[str, AnswerMode] = {}
         self.mode(self.config.mode)  # an unknown default mode fails now, not at the first question
 
     def mode(self, name: str | None = None) -> AnswerMode:
         name = name or self.config.mode
         if name not in self._modes:
-            self._modes[name] = load_mode(name, self.generator, self.config)
+            self._modes[name] = load_mode(name, self.generator, self.config, self.resources)
         return self._modes[name]
 
     def retrieve(self, question: str, history: Sequence[Turn] = (), k: int | None = None) -> list[Hit]:

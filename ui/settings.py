@@ -13,6 +13,7 @@ from pathlib import Path
 
 import platformdirs
 
+from assistant.config import AssistantConfig, parse_assistant_config
 from knowledge.config import KnowledgeConfig, load_toml, parse_section
 from knowledge.errors import ConfigError
 
@@ -29,11 +30,13 @@ class ServerConfig:
 @dataclass(frozen=True)
 class FootnotesConfig:
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
+    assistant: AssistantConfig = field(default_factory=AssistantConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     file: str = "(defaults)"
 
 
 KNOWLEDGE_SECTIONS = tuple(f.name for f in dataclasses.fields(KnowledgeConfig))
+ASSISTANT_SECTIONS = tuple(f.name for f in dataclasses.fields(AssistantConfig))
 
 
 def default_config_path() -> Path | None:
@@ -56,10 +59,11 @@ def load_config(path: str | Path | None) -> FootnotesConfig:
         return FootnotesConfig()
     table = load_toml(path)
     name = str(path)
-    known = {*KNOWLEDGE_SECTIONS, "server"}
+    known = {*KNOWLEDGE_SECTIONS, *ASSISTANT_SECTIONS, "server"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{name}: unknown section or key '{unknown[0]}'; known sections: {', '.join(sorted(known))}")
     knowledge = parse_section(KnowledgeConfig, {k: v for k, v in table.items() if k in KNOWLEDGE_SECTIONS}, "", name)
+    assistant = parse_assistant_config(table, name)
     server = parse_section(ServerConfig, table.get("server", {}), "server", name)
-    return FootnotesConfig(knowledge, server, name)
+    return FootnotesConfig(knowledge, assistant, server, name)

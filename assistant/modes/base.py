@@ -8,7 +8,9 @@ answer at the end); the other is derived.
 
 from __future__ import annotations
 
-from typing import ClassVar, Iterator, Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -36,6 +38,15 @@ class AnswerMode(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ModeResources:
+    """What a mode may need beyond the generator and its settings: the knowledge store (chunk texts,
+    the manifest) and the data dir (where a mode keeps derived data such as the kNN-LM datastore)."""
+
+    store: Any = None  # knowledge.store.KnowledgeStore, or None (tests, closed-book use)
+    data_dir: Path | None = None
+
+
 class ModeBase:
     name: ClassVar[str] = ""
     uses_retrieval: ClassVar[bool] = True
@@ -43,6 +54,11 @@ class ModeBase:
     def __init__(self, generator: Generator, config: AnswerConfig) -> None:
         self.generator = generator
         self.config = config
+
+    @classmethod
+    def create(cls, generator: Generator, config: AnswerConfig, resources: ModeResources) -> "ModeBase":
+        """Build the mode; modes that need ``resources`` (a datastore, a reader) override this."""
+        return cls(generator, config)
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
