@@ -1,0 +1,247 @@
+"""The web page in a real Chromium (Debian's chromium + chromium-driver, driven by Selenium), against
+`footnotes serve` on the packaged real models, with login on.
+
+Log in, upload a file on the knowledge page, wait until it is indexed, ask a question only that
+file answers, and check the answer, its citation of that file, the coloured tokens, the token
+detail and the source opened at the cited place; then check that a document full of HTML is shown
+as text and runs nothing. Screenshots go to test-artifacts/ (look at them).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.real_models, pytest.mark.browser]
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+USER, PASSWORD = "tester", "s3cret-pass"
+
+FILLER = "".join(f"## Notes on road {i}\n\n" + "The old road to the mill is paved with grey stones and lined with "
+                 "oak trees; carts use it on market days.\n" * 6 + "\n" for i in range(1, 7))
+# The cited section comes after screens of other text: the source view must scroll to it.
+ZORBLAT = (f"# Village notes\n\n{FILLER}## The Zorblat festival\n\nThe Zorblat festival is held every spring in "
+           "the village of Quillby. Visitors eat blue pancakes and race wooden ducks on the river.\n")
+HOSTILE = ('Glimmerford ducks are painted green. <script>window.__pwned = 1</script>'
+           '<img src=x onerror="window.__pwned = 2"> <b onmouseover="window.__pwned = 3">bold</b>\n')
+CONFIG = """
+[sources]
+kinds = ["folder"]
+[watcher]
+debounce_seconds = 0.2
+"""
+
+
+@pytest.fixture(scope="module")
+def server():
+    for tool in (CHROMIUM, CHROMEDRIVER):
+        if not os.access(tool, os.X_OK):
+            pytest.fail(f"{tool} is missing: run `make browser-deps` (apt-get install chromium chromium-driver)")
+    work = Path(tempfile.mkdtemp(prefix="footnotes-browser-"))
+    knowledge = work / "knowledge"
+    knowledge.mkdir()
+    shutil.copy(ROOT / "sample" / "marie-curie.md", knowledge)
+    (work / "config.toml").write_text(CONFIG)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "FOOTNOTES_USERNAME": USER, "FOOTNOTES_PASSWORD": PASSWORD,
+           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    log = open(work / "server.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "ui.cli", "--config", str(work / "config.toml"), "--data-dir",
+                             str(work / "data"), "serve", "--knowledge", str(knowledge), "--port", "0"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = _wait_for_url(proc, work / "server.log")
+        yield url, work
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _wait_for_url(proc: subprocess.Popen, log: Path, timeout: float = 240) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        found = re.search(r"serving .* at (http://127\.0\.0\.1:\d+/)", text)
+        if found:
+            return found.group(1)
+        if proc.poll() is not None:
+            raise AssertionError(f"footnotes serve exited with {proc.returncode}:\n{text}")
+        time.sleep(0.2)
+    raise AssertionError(f"footnotes serve did not start in {timeout} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="footnotes-chromium-")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def screenshot(driver, name: str, full_page: bool = False) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    if full_page:
+        driver.execute_script("window.scrollTo(0, 0)")
+        size = driver.get_window_size()
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(size["width"], min(height + 50, 4000))
+        time.sleep(0.5)
+        driver.save_screenshot(str(path))
+        driver.set_window_size(size["width"], size["height"])
+    else:
+        driver.save_screenshot(str(path))
+    return path
+
+
+def wait(driver, condition, timeout: float = 60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
+
+
+def css(driver, selector: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def click_tab(driver, label: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    tab = wait(driver, lambda d: next((b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                                       if b.text.strip() == label), None))
+    tab.click()
+
+
+def set_number(driver, elem_id: str, value: int) -> None:
+    """Type a value into a Gradio slider's number box."""
+    from selenium.webdriver.common.keys import Keys
+
+    box = wait(driver, lambda d: next(iter(css(d, f"#{elem_id} input[type=number]")), None))
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(str(value), Keys.TAB)
+    wait(driver, lambda d: css(d, f"#{elem_id} input[type=range]")[0].get_attribute("value") == str(value), 10)
+
+
+def ask(driver, question: str) -> str:
+    before = driver.execute_script("return document.querySelectorAll('#fn-chatbot .message').length")
+    box = css(driver, "#fn-question textarea")[0]
+    box.clear()
+    box.send_keys(question)
+    css(driver, "#fn-ask")[0].click()
+    wait(driver, lambda d: d.execute_script(
+        "return document.querySelectorAll('#fn-chatbot .message').length") > before, 30)
+    wait(driver, lambda d: "Answered with" in css(d, "#fn-status")[0].text, 180)
+    return css(driver, "#fn-answer-view .fn-tokens")[0].text
+
+
+def test_upload_ask_cite_and_open_the_source(server, browser) -> None:
+    url, work = server
+    driver = browser
+    driver.get(url)
+    wait(driver, lambda d: "/login" in d.current_url)
+    css(driver, "#username")[0].send_keys(USER)
+    css(driver, "#password")[0].send_keys(PASSWORD)
+    css(driver, "button[type=submit]")[0].click()
+    wait(driver, lambda d: css(d, "#fn-question textarea"))
+
+    # the knowledge page: upload a file, watch it being indexed
+    click_tab(driver, "Knowledge")
+    upload = wait(driver, lambda d: next(iter(css(d, "#fn-upload input[type=file]")), None))
+    source = work / "zorblat-festival.md"
+    source.write_text(ZORBLAT)
+    hostile = work / "glimmerford.txt"
+    hostile.write_text(HOSTILE)
+    upload.send_keys(f"{source}\n{hostile}")
+    wait(driver, lambda d: "zorblat-festival.md: saved" in css(d, "#fn-upload-status")[0].text, 60)
+
+    def row_of(d, name):
+        return next((r for r in css(d, "#fn-documents tr") if r.text.startswith(name)), None)
+
+    wait(driver, lambda d: (row := row_of(d, "zorblat-festival.md")) is not None and "✓ indexed" in row.text, 60)
+    wait(driver, lambda d: (row := row_of(d, "glimmerford.txt")) is not None and "✓ indexed" in row.text, 60)
+    assert (work / "knowledge" / "zorblat-festival.md").read_text() == ZORBLAT
+    screenshot(driver, "1-knowledge-page")
+
+    # the chat page: small k and answer length keep the real model fast
+    click_tab(driver, "Chat")
+    css(driver, "#fn-settings button")[0].click()
+    set_number(driver, "fn-k", 2)
+    set_number(driver, "fn-max-tokens", 24)
+    answer = ask(driver, "Where is the Zorblat festival held?")
+    assert "Quillby" in answer, answer
+
+    legend = css(driver, "#fn-answer-view .fn-legend")[0].text
+    numbers = dict(re.findall(r"\[(\d+)\] (\S+)", legend))
+    cited = next(n for n, name in numbers.items() if name == "zorblat-festival.md")
+    coloured = css(driver, f"#fn-answer-view .fn-tok.fn-c{cited}")
+    assert len(coloured) >= len(css(driver, "#fn-answer-view .fn-tok")) // 2  # most words come from that file
+    background = coloured[0].value_of_css_property("background-color")
+    assert background not in ("rgba(0, 0, 0, 0)", "transparent"), background
+    assert any(s.text == f"[{cited}]" for s in css(driver, "#fn-answer-view sup.fn-ref"))  # readable without colour
+    driver.execute_script("document.querySelector('#fn-answer-view').scrollIntoView({block: 'start'})")
+    screenshot(driver, "2-answer")
+
+    # selecting a token shows its document posterior
+    coloured[0].click()
+    wait(driver, lambda d: "zorblat-festival.md" in css(d, "#fn-token-detail")[0].text, 30)
+
+    # opening the cited chunk shows the source scrolled to the highlighted span
+    card = next(c for c in css(driver, "#fn-chunks-view .fn-chunk") if "zorblat-festival.md" in c.text)
+    card.find_element("css selector", ".fn-open").click()
+    wait(driver, lambda d: "Quillby" in "".join(m.text for m in css(d, "#fn-source-view mark#fn-cited")), 30)
+    time.sleep(0.5)  # the scroll happens on the next animation frame
+    assert "zorblat-festival.md" in css(driver, "#fn-source-view .fn-source-head")[0].text
+    in_view = driver.execute_script("""
+        const m = document.querySelector('#fn-source-view mark#fn-cited').getBoundingClientRect();
+        const box = document.querySelector('#fn-source-view .fn-source-text').getBoundingClientRect();
+        return m.top >= box.top - 1 && m.top < box.bottom && m.top >= 0 && m.top < window.innerHeight;""")
+    assert in_view
+    assert driver.execute_script("return document.querySelector('#fn-source-view .fn-source-text').scrollTop") > 0
+    screenshot(driver, "3-source-opened")
+    screenshot(driver, "4-chat-full-page", full_page=True)
+
+
+def test_document_html_is_shown_as_text_and_runs_nothing(server, browser) -> None:
+    driver = browser  # logged in and on the chat page from the test above
+    css(driver, "#fn-new-chat")[0].click()
+    wait(driver, lambda d: not d.execute_script("return document.querySelectorAll('#fn-chatbot .message').length"), 30)
+    ask(driver, "What colour are the Glimmerford ducks?")
+    card = next(c for c in css(driver, "#fn-chunks-view .fn-chunk") if "glimmerford.txt" in c.text)
+    assert "<script>window.__pwned = 1</script>" in card.text and 'onerror="window.__pwned = 2"' in card.text
+    card.find_element("css selector", ".fn-open").click()
+    wait(driver, lambda d: "Glimmerford" in css(d, "#fn-source-view")[0].text, 30)
+    time.sleep(1)
+    for view in ("#fn-chunks-view", "#fn-source-view", "#fn-answer-view", "#fn-chatbot"):
+        assert not css(driver, f"{view} script, {view} img, {view} [onerror], {view} [onmouseover]"), view
+    assert "<script>" in css(driver, "#fn-source-view .fn-source-text")[0].text
+    assert driver.execute_script("return window.__pwned === undefined")
+    screenshot(driver, "5-hostile-document", full_page=True)

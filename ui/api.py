@@ -1,0 +1,221 @@
+"""The HTTP API: OpenAI-compatible chat completions, search, models, documents. Errors are JSON
+(OpenAI's ``{"error": {"message", "type", "code"}}``) with the status code that fits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from assistant.answer import Answer
+from knowledge.errors import (ConfigError, DocumentError, FootnotesError, IndexError_, NotReadyError,
+                              UnknownNameError)
+from knowledge.retrieval import Filters
+
+from . import openai_format as oa
+from .service import Service
+
+log = logging.getLogger(__name__)
+MAX_UPLOAD_FILES = 20
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and headers on top of the files themselves
+_DONE = object()
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: Any = None
+
+
+class ChatRequest(BaseModel):
+    """OpenAI's request body; fields Footnotes does not use (temperature, top_p, n, user, ...) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None  # the answer mode; None or "" = the configured default
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    k: int | None = Field(default=None, ge=1)
+    settings: dict[str, Any] = Field(default_factory=dict)  # any [answer] setting, e.g. {"prior_temperature": 0.2}
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str
+    k: int | None = None
+    prefix: str = ""
+    types: list[str] = Field(default_factory=list)
+
+
+def api_router(service: Service) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    @router.get("/models")
+    def models() -> dict[str, Any]:
+        return {"object": "list", "default": service.answer.mode,
+                "data": [{"id": name, "object": "model", "created": 0, "owned_by": "footnotes"}
+                         for name in service.modes()]}
+
+    @router.post("/chat/completions")
+    def chat_completions(body: ChatRequest):
+        question, history = oa.question_and_history([m.model_dump() for m in body.messages])
+        overrides = dict(body.settings)
+        if body.k is not None:
+            overrides["k"] = body.k
+        max_tokens = body.max_completion_tokens or body.max_tokens
+        if max_tokens is not None:
+            overrides["max_new_tokens"] = max_tokens
+        config = service.settings(body.model or None, overrides)
+        service.engine(config)  # an unknown mode is a 400 now, before anything is queued
+        stream = service.stream(question, history, config.mode, overrides)
+        c = oa.Completion.new(config.mode)
+        if not body.stream:
+            answer = _last(stream)
+            return oa.completion(answer, c, config.max_new_tokens)
+        first = next(stream)  # errors before the first token still get their status code
+        return StreamingResponse(_events(first, stream, c, config.max_new_tokens), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+    @router.post("/search")
+    def search(body: SearchRequest) -> list[dict[str, Any]]:
+        types = tuple(t if t.startswith(".") else f".{t}" for t in body.types)
+        hits = service.search(body.query, body.k, Filters(body.prefix, types))
+        return [h.to_json() for h in hits]
+
+    @router.get("/documents")
+    def documents() -> dict[str, Any]:
+        return {"documents": [d.to_json() for d in service.documents()], "summary": service.status().to_json()}
+
+    @router.post("/documents", status_code=201)
+    async def upload(request: Request) -> dict[str, Any]:
+        length = int(request.headers.get("content-length") or 0)
+        if length > service.max_upload_bytes * MAX_UPLOAD_FILES + FORM_OVERHEAD:
+            raise _refused(f"the upload is {length:,} bytes, over the limit", 413)
+        form = await request.form(max_files=MAX_UPLOAD_FILES, max_fields=10)
+        files = [f for _, f in form.multi_items() if hasattr(f, "filename") and hasattr(f, "file")]
+        if not files:
+            raise _refused('send the files as multipart/form-data, field name "file"', 400)
+        saved = []
+        for f in files:
+            result = await run_in_threadpool(service.upload, f.filename or "", _blocks(f.file))
+            saved.append({"source": result.doc_id, "bytes": result.size, "replaced": result.replaced})
+        return {"saved": saved, "note": "the watcher indexes new files within seconds; see GET /v1/documents"}
+
+    @router.delete("/documents/{doc_id:path}")
+    def delete(doc_id: str) -> dict[str, Any]:
+        report = service.delete(doc_id)
+        return {"removed": list(report.removed), "source": doc_id}
+
+    @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    def not_found(rest: str, request: Request) -> None:
+        path = request.url.path
+        allowed = sorted({m for r in router.routes if getattr(r, "name", "") != "not_found"
+                          and r.path_regex.match(path) for m in r.methods})
+        if allowed:
+            raise StarletteHTTPException(405, f"{request.method} is not allowed on {path}; use {', '.join(allowed)}",
+                                         headers={"allow": ", ".join(allowed)})
+        raise StarletteHTTPException(404, f"no API route /v1/{rest}; routes: GET /v1/models, POST /v1/chat/completions, "
+                                          "POST /v1/search, GET/POST /v1/documents, DELETE /v1/documents/{source}")
+
+    return router
+
+
+def _refused(message: str, status: int) -> DocumentError:
+    from .uploads import UploadRefused
+
+    return UploadRefused(message, status)
+
+
+def _blocks(fh: Any, size: int = 1 << 20) -> Iterator[bytes]:
+    fh.seek(0)
+    while block := fh.read(size):
+        yield block
+
+
+def _next(stream: Iterator[Any]) -> Any:
+    return next(stream, _DONE)
+
+
+def _last(stream: Iterator[Any]) -> Answer:
+    last = None
+    for last in stream:
+        pass
+    if not isinstance(last, Answer):
+        raise RuntimeError("the answer mode ended without an Answer")
+    return last
+
+
+async def _events(first: Any, stream: Any, c: oa.Completion, max_new_tokens: int) -> AsyncIterator[bytes]:
+    """The SSE body: a role chunk, a chunk per token (with its provenance), a last chunk with the
+    whole Answer, then ``[DONE]``. An error after the first token becomes an error event."""
+    try:
+        yield oa.sse(oa.first_chunk(c))
+        item = first
+        while item is not _DONE:
+            if isinstance(item, Answer):
+                yield oa.sse(oa.last_chunk(item, c, max_new_tokens))
+                break
+            yield oa.sse(oa.token_chunk(item, c))
+            item = await run_in_threadpool(_next, stream)
+        yield oa.sse("[DONE]")
+    except (FootnotesError, ValueError) as exc:
+        status, kind, code = classify(exc)
+        yield oa.sse(oa.error_body(str(exc), kind, code))
+        yield oa.sse("[DONE]")
+    except Exception:  # a bug: the client still gets a clean end of stream
+        log.exception("answer stream failed")
+        yield oa.sse(oa.error_body("internal error while answering; see the server log", "server_error"))
+        yield oa.sse("[DONE]")
+    finally:
+        stream.cancel()  # a client that hung up frees the generation queue after the current token
+
+
+def classify(exc: Exception) -> tuple[int, str, str]:
+    """(HTTP status, OpenAI error type, code) of one of our errors."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        return status, "invalid_request_error" if status < 500 else "server_error", _code(exc)
+    if isinstance(exc, UnknownNameError):
+        return 400, "invalid_request_error", "unknown_name"
+    if isinstance(exc, (ConfigError, ValueError)):
+        return 400, "invalid_request_error", "invalid_value"
+    if isinstance(exc, (IndexError_, NotReadyError)):
+        return 503, "server_error", "index_unavailable"
+    if isinstance(exc, DocumentError):
+        return 400, "invalid_request_error", "document_error"
+    return 500, "server_error", "error"
+
+
+def _code(exc: Exception) -> str:
+    name = type(exc).__name__
+    return "".join(f"_{ch.lower()}" if ch.isupper() else ch for ch in name).lstrip("_")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def footnotes_error(request: Request, exc: Exception) -> JSONResponse:
+        status, kind, code = classify(exc)
+        return JSONResponse(oa.error_body(str(exc), kind, code), status_code=status)
+
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
+                             for e in exc.errors())
+        return JSONResponse(oa.error_body(f"invalid request: {problems}", "invalid_request_error", "invalid_body"),
+                            status_code=400)
+
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(oa.error_body(str(exc.detail), kind, str(exc.status_code)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    app.add_exception_handler(FootnotesError, footnotes_error)
+    app.add_exception_handler(ValueError, footnotes_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)

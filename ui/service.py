@@ -1,0 +1,161 @@
+"""Everything the web page and the HTTP API do, in one object free of any web framework:
+ask (queued), search, list / upload / delete documents, show a document's indexed text."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from assistant.answer import Answer, TokenProvenance
+from assistant.config import AnswerConfig, AssistantConfig
+from assistant.conversation import Turn
+from assistant.engine import DialogueEngine, mode_names
+from assistant.generator import Generator
+from knowledge.errors import ConfigError, DocumentError
+from knowledge.kb import KnowledgeBase
+from knowledge.retrieval import Filters
+from knowledge.store import Status
+from knowledge.types import Hit, SyncReport
+
+from . import documents as docs
+from .generation import GenerationQueue, Stream
+from .uploads import SavedUpload, read_blocks, save_upload
+
+log = logging.getLogger(__name__)
+
+MAX_K = 50  # the most chunks one request may ask for (each is a forward pass in RAG modes)
+ENGINES_KEPT = 16  # distinct answer settings whose engines stay built
+SETTABLE = tuple(f.name for f in dataclasses.fields(AnswerConfig) if f.name not in ("system_prompt",))
+
+
+def assistant_config_of(config: Any) -> AssistantConfig:
+    """The ``[generator]``/``[answer]`` settings of the parsed config file.
+
+    Adapter: ``ui.settings.FootnotesConfig`` does not carry them yet; until it has an ``assistant``
+    field the defaults are used."""
+    found = getattr(config, "assistant", None)
+    return found if isinstance(found, AssistantConfig) else AssistantConfig()
+
+
+class Service:
+    """One knowledge base, one generator loaded once, and a queue so one answer is generated at a time."""
+
+    def __init__(self, kb: KnowledgeBase, generator: Generator, answer: AnswerConfig | None = None,
+                 max_upload_bytes: int = 50_000_000, queue: GenerationQueue | None = None) -> None:
+        self.kb = kb
+        self.generator = generator
+        self.answer = answer or AnswerConfig()
+        self.max_upload_bytes = max_upload_bytes
+        self.queue = queue or GenerationQueue()
+        self._engines: OrderedDict[AnswerConfig, DialogueEngine] = OrderedDict()
+        self._engines_lock = threading.Lock()
+        self.last_report: SyncReport | None = None
+        self.engine(self.answer)  # a bad default mode fails at start, not at the first question
+
+    # -- answering ------------------------------------------------------------------------------
+    def modes(self) -> list[str]:
+        return mode_names()
+
+    def settings(self, mode: str | None = None, overrides: Mapping[str, Any] | None = None) -> AnswerConfig:
+        """The default answer settings with ``mode`` and per-request ``overrides`` applied and checked."""
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - set(SETTABLE))
+        if unknown:
+            raise ConfigError(f"unknown answer setting '{unknown[0]}'; settable: {', '.join(SETTABLE)}")
+        if "stop" in overrides and isinstance(overrides["stop"], list):
+            overrides["stop"] = tuple(overrides["stop"])
+        for name, value in overrides.items():
+            _check_type(name, value, getattr(self.answer, name))
+        k = overrides.get("k")
+        if k is not None and k > MAX_K:
+            raise ConfigError(f"k = {k} is too large; use at most {MAX_K}")
+        return dataclasses.replace(self.answer, **({"mode": mode} if mode else {}), **overrides)
+
+    def engine(self, config: AnswerConfig) -> DialogueEngine:
+        """The engine for these settings (built once; an unknown mode raises UnknownNameError listing the modes)."""
+        with self._engines_lock:
+            engine = self._engines.get(config)
+            if engine is None:
+                engine = DialogueEngine(self.kb.retriever, self.generator, config)
+                self._engines[config] = engine
+                while len(self._engines) > ENGINES_KEPT:
+                    self._engines.popitem(last=False)
+            self._engines.move_to_end(config)
+            return engine
+
+    def stream(self, question: str, history: Sequence[Turn] = (), mode: str | None = None,
+               overrides: Mapping[str, Any] | None = None) -> Stream[TokenProvenance | Answer]:
+        """Queue one answer: each token's provenance as it is final, then the Answer (always last)."""
+        if not question.strip():
+            raise ValueError("the question is empty; type a question")
+        config = self.settings(mode, overrides)
+        engine = self.engine(config)
+        history = tuple(history)
+        return self.queue.stream(lambda: engine.stream(question, history, config.mode))
+
+    def ask(self, question: str, history: Sequence[Turn] = (), mode: str | None = None,
+            overrides: Mapping[str, Any] | None = None) -> Answer:
+        last = None
+        for last in self.stream(question, history, mode, overrides):
+            pass
+        if not isinstance(last, Answer):
+            raise RuntimeError("the answer mode ended without an Answer")
+        return last
+
+    # -- knowledge ------------------------------------------------------------------------------
+    def search(self, query: str, k: int | None = None, filters: Filters | None = None) -> list[Hit]:
+        if not query.strip():
+            raise ValueError("the query is empty")
+        if k is not None and not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+        return self.kb.retriever.search(query, k, filters)
+
+    def documents(self) -> list[docs.DocumentInfo]:
+        return docs.list_documents(self.kb)
+
+    def status(self) -> Status:
+        return self.kb.store.status()
+
+    def document_text(self, doc_id: str) -> str:
+        return docs.document_text(self.kb, doc_id)
+
+    def folder(self) -> Path:
+        source = self.kb.source("folder")
+        if source is None:
+            raise DocumentError("no knowledge folder is open: start the server with --knowledge DIR to upload files")
+        return source.root
+
+    def upload(self, name: str, data: bytes | Iterable[bytes]) -> SavedUpload:
+        """Save a file into the knowledge folder; the watcher indexes it within a second or so."""
+        saved = save_upload(self.folder(), name, data, self.max_upload_bytes, self.kb.config.sources.ignore)
+        log.info("saved upload %s (%d bytes)", saved.doc_id, saved.size)
+        return saved
+
+    def upload_file(self, name: str, path: Path) -> SavedUpload:
+        return self.upload(name, read_blocks(path))
+
+    def delete(self, doc_id: str) -> SyncReport:
+        return docs.delete_document(self.kb, doc_id)
+
+    def record(self, report: SyncReport) -> None:
+        """Called by the watcher threads after each sync."""
+        if report.changed or report.failed:
+            self.last_report = report
+            log.info("synced: +%d ~%d -%d, %d failed", len(report.added), len(report.updated),
+                     len(report.removed), len(report.failed))
+
+
+def _check_type(name: str, value: Any, default: Any) -> None:
+    """Per-request settings have the type of their default (ints may stand for floats)."""
+    ok = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if isinstance(default, tuple):
+        ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+    if not ok:
+        raise ConfigError(f"answer setting {name} = {value!r}: expected {type(default).__name__}")
