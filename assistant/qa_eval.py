@@ -10,58 +10,21 @@ that list gold files; a metric with no such query is ``None``.
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 import string
 import time
 from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from knowledge.errors import ConfigError
+from knowledge.evaluation import Query as QAQuery  # noqa: F401 - the query type of every evaluation
+from knowledge.evaluation import read_queries as load_queries  # noqa: F401
 
 from .answer import Answer
 
 
-@dataclass(frozen=True)
-class QAQuery:
-    id: str
-    question: str
-    gold: tuple[str, ...] = ()
-    answers: tuple[str, ...] = ()
-
-
 class Asks(Protocol):
     def ask(self, question: str, history: Sequence[Any] = (), mode: str | None = None, k: int | None = None) -> Answer: ...
-
-
-def load_queries(path: str | Path) -> list[QAQuery]:
-    """Read a query file; a malformed line fails with its number and what is wrong."""
-    p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the query file {p}: {exc}") from None
-    out = []
-    for number, line in enumerate(lines, start=1):
-        if line.strip():
-            out.append(_query_of(line, f"{p}:{number}"))
-    return out
-
-
-def _query_of(line: str, where: str) -> QAQuery:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{where}: not valid JSON ({exc})") from None
-    if not isinstance(row, dict) or not isinstance(row.get("question"), str):
-        raise ConfigError(f'{where}: each line must be an object with a "question" string')
-    gold, answers = row.get("gold", []), row.get("answers", [])
-    if not all(isinstance(x, list) and all(isinstance(s, str) for s in x) for x in (gold, answers)):
-        raise ConfigError(f'{where}: "gold" and "answers" must be lists of strings')
-    return QAQuery(str(row.get("id", where)), row["question"], tuple(gold), tuple(answers))
 
 
 def normalize_answer(text: str) -> str:

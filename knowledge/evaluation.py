@@ -15,27 +15,31 @@ from .types import Hit
 class Query:
     id: str
     question: str
-    gold: tuple[str, ...]
+    gold: tuple[str, ...] = ()
     answers: tuple[str, ...] = ()
 
 
 def read_queries(path: str | Path) -> list[Query]:
-    """Parse a query file; a bad line is an error naming the file and line number."""
+    """Read a query file; a malformed line fails with its file, number and what is wrong."""
     p = Path(path)
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ConfigError(f"cannot read the query file {p}: {exc.strerror or exc}") from None
-    out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            out.append(Query(str(row["id"]), str(row["question"]), tuple(row.get("gold", ())), tuple(row.get("answers", ()))))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{p}:{n}: not a query object with id, question, gold ({exc})") from None
-    return out
+    return [_query_of(line, f"{p}:{n}") for n, line in enumerate(lines, 1) if line.strip()]
+
+
+def _query_of(line: str, where: str) -> Query:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(row, dict) or not isinstance(row.get("question"), str):
+        raise ConfigError(f'{where}: each line must be an object with a "question" string')
+    gold, answers = row.get("gold", []), row.get("answers", [])
+    if not all(isinstance(x, list) and all(isinstance(s, str) for s in x) for x in (gold, answers)):
+        raise ConfigError(f'{where}: "gold" and "answers" must be lists of strings')
+    return Query(str(row.get("id", where)), row["question"], tuple(gold), tuple(answers))
 
 
 def first_gold_rank(hits: Sequence[Hit], gold: Sequence[str]) -> int | None:
