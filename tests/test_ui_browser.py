@@ -198,6 +198,7 @@ def test_upload_ask_cite_and_open_the_source(server, browser) -> None:
     set_number(driver, "fn-max-tokens", 24)
     answer = ask(driver, "Where is the Zorblat festival held?")
     assert "Quillby" in answer, answer
+    assert "from 2 chunks" in css(driver, "#fn-status")[0].text  # the page's k reached the engine
 
     legend = css(driver, "#fn-answer-view .fn-legend")[0].text
     numbers = dict(re.findall(r"\[(\d+)\] (\S+)", legend))
@@ -245,3 +246,21 @@ def test_document_html_is_shown_as_text_and_runs_nothing(server, browser) -> Non
     assert "<script>" in css(driver, "#fn-source-view .fn-source-text")[0].text
     assert driver.execute_script("return window.__pwned === undefined")
     screenshot(driver, "5-hostile-document", full_page=True)
+
+
+def test_each_browser_session_has_its_own_conversation(server, browser) -> None:
+    driver = browser  # the first tab holds the conversation of the test above
+    first = driver.current_window_handle
+    messages = "return document.querySelectorAll('#fn-chatbot .message').length"
+    assert driver.execute_script(messages) >= 2
+    driver.switch_to.new_window("tab")
+    try:
+        driver.get(server[0])
+        wait(driver, lambda d: css(d, "#fn-question textarea"))
+        time.sleep(1)
+        assert driver.execute_script(messages) == 0
+        assert "Ask a question" in css(driver, "#fn-answer-view")[0].text
+    finally:
+        driver.close()
+        driver.switch_to.window(first)
+    assert driver.execute_script(messages) >= 2

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from assistant.answer import Answer, TokenProvenance
-from assistant.config import AnswerConfig, AssistantConfig
+from assistant.config import AnswerConfig
 from assistant.conversation import Turn
 from assistant.engine import DialogueEngine, mode_names
 from assistant.generator import Generator
+from assistant.modes.base import ModeResources
 from knowledge.errors import ConfigError, DocumentError
 from knowledge.kb import KnowledgeBase
 from knowledge.retrieval import Filters
@@ -33,15 +34,6 @@ ENGINES_KEPT = 16  # distinct answer settings whose engines stay built
 SETTABLE = tuple(f.name for f in dataclasses.fields(AnswerConfig) if f.name not in ("system_prompt",))
 
 
-def assistant_config_of(config: Any) -> AssistantConfig:
-    """The ``[generator]``/``[answer]`` settings of the parsed config file.
-
-    Adapter: ``ui.settings.FootnotesConfig`` does not carry them yet; until it has an ``assistant``
-    field the defaults are used."""
-    found = getattr(config, "assistant", None)
-    return found if isinstance(found, AssistantConfig) else AssistantConfig()
-
-
 class Service:
     """One knowledge base, one generator loaded once, and a queue so one answer is generated at a time."""
 
@@ -52,6 +44,7 @@ class Service:
         self.answer = answer or AnswerConfig()
         self.max_upload_bytes = max_upload_bytes
         self.queue = queue or GenerationQueue()
+        self.resources = ModeResources(store=kb.store, data_dir=kb.data_dir)  # what modes like kNN-LM build on
         self._engines: OrderedDict[AnswerConfig, DialogueEngine] = OrderedDict()
         self._engines_lock = threading.Lock()
         self.last_report: SyncReport | None = None
@@ -81,7 +74,7 @@ class Service:
         with self._engines_lock:
             engine = self._engines.get(config)
             if engine is None:
-                engine = DialogueEngine(self.kb.retriever, self.generator, config)
+                engine = DialogueEngine(self.kb.retriever, self.generator, config, self.resources)
                 self._engines[config] = engine
                 while len(self._engines) > ENGINES_KEPT:
                     self._engines.popitem(last=False)

@@ -25,7 +25,7 @@ def cmd_serve(args, ctx) -> int:
     from knowledge.progress import TqdmProgress
     from ui.auth import Login
     from ui.server import check_port, create_app, is_loopback, serve, warn
-    from ui.service import Service, assistant_config_of
+    from ui.service import Service
 
     server_cfg = ctx.config.server
     host = args.host or server_cfg.host
@@ -49,7 +49,7 @@ def cmd_serve(args, ctx) -> int:
     try:
         if kb.source("folder") is None:
             warn("no knowledge folder: pass --knowledge DIR (uploads need one)")
-        assistant = assistant_config_of(ctx.config)
+        assistant = ctx.config.assistant
         print("footnotes: loading the generator…", file=sys.stderr, flush=True)
         generator = Generator.from_config(assistant.generator)
         service = Service(kb, generator, assistant.answer, server_cfg.max_upload_bytes)
