@@ -21,7 +21,7 @@ from .embedding import Embedder, text_hash
 from .errors import IndexError_
 from .manifest import Manifest
 from .progress import NoProgress, Progress
-from .types import Chunk, Failure
+from .types import INDEX_TEXT_VERSION, Chunk, Failure
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,9 @@ class KnowledgeStore:
         Returns the vectors and how many texts the model had to embed."""
         progress = progress or NoProgress()
         model = self.embedder.name
-        hashes = [text_hash(c.text) for c in chunks]
+        hashes = [text_hash(c.index_text) for c in chunks]
         cached = self.manifest.cached_embeddings(model, hashes, self.embedder.dim)
-        missing = sorted({h: c.text for h, c in zip(hashes, chunks) if h not in cached}.items())
+        missing = sorted({h: c.index_text for h, c in zip(hashes, chunks) if h not in cached}.items())
         progress.start(len(missing), "embedding")
         if missing:
             vectors = self.embedder.embed([t for _, t in missing], self.config.embedding.batch_size, progress.advance)
@@ -103,7 +103,7 @@ class KnowledgeStore:
             return
         with self.lock:
             self.dense.upsert([c.chunk_id for c in chunks], vectors, [c.doc_id for c in chunks])
-            self.bm25.add_many((c.chunk_id, c.text) for c in chunks if c.chunk_id not in self.bm25)
+            self.bm25.add_many((c.chunk_id, c.index_text) for c in chunks if c.chunk_id not in self.bm25)
 
     def drop_chunks(self, chunk_ids: Sequence[str]) -> None:
         """Take chunks out of both indexes (after the manifest forgot them)."""
@@ -125,17 +125,20 @@ class KnowledgeStore:
         index is fixed; Chroma is left alone (hits are always assembled from the manifest).
         """
         with self.sync_lock:
-            if write and self.manifest.get_meta("embedding_model") != self.embedder.name:
+            signature = f"{self.embedder.name}|index-text-v{INDEX_TEXT_VERSION}"
+            if write and self.manifest.get_meta("embedding_model") != signature:
                 if self.dense.count():
                     self.dense.reset()
-                self.manifest.set_meta("embedding_model", self.embedder.name)
+                with self.lock:
+                    self.bm25 = BM25Index()
+                self.manifest.set_meta("embedding_model", signature)
             truth = self.manifest.all_chunk_ids()
             fixed = {"bm25_added": 0, "bm25_removed": 0, "dense_added": 0, "dense_removed": 0}
             in_bm25 = self.bm25.ids()
             extra, missing = in_bm25 - truth, truth - in_bm25
             with self.lock:
                 self.bm25.remove_many(list(extra))
-                self.bm25.add_many(self.manifest.iter_chunk_texts(missing))
+                self.bm25.add_many((c.chunk_id, c.index_text) for c in self.manifest.chunks(missing).values())
             fixed.update(bm25_added=len(missing), bm25_removed=len(extra))
             if write:
                 in_dense = self.dense.ids()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+INDEX_TEXT_VERSION = 2  # bump when Chunk.index_text changes: vectors and BM25 entries are rebuilt
+
 
 @dataclass(frozen=True)
 class DocumentRef:
@@ -52,6 +54,18 @@ class Chunk:
         from .paths import suffix_of
 
         return suffix_of(self.doc_id)
+
+    @property
+    def index_text(self) -> str:
+        """What both indexes see: the chunk's context (its heading path, else its file's name), then its text.
+
+        A section like "Early life: She was born in Warsaw" names neither the person nor the topic;
+        its heading path ("Marie Curie > Early life") does.
+        """
+        from .paths import title_of
+
+        context = " > ".join(self.heading_path) or title_of(self.doc_id)
+        return f"{context}\n{self.text}" if context else self.text
 
 
 @dataclass(frozen=True)

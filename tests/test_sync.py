@@ -63,7 +63,7 @@ def test_edit_replaces_stale_text_and_reuses_unchanged_chunks(folder, open_kb):
 
 
 def test_delete_and_rename(folder, open_kb):
-    a = write(folder / "a.md", "Kangaroos hop across the outback.\n")
+    a = write(folder / "a.md", "# Marsupials\n\nKangaroos hop across the outback.\n")
     write(folder / "b.md", "Penguins swim in cold water.\n")
     kb = open_kb()
     kb.sync()
@@ -71,7 +71,7 @@ def test_delete_and_rename(folder, open_kb):
     (folder / "b.md").unlink()
     (report,) = kb.sync()
     assert report.added == ("renamed.md",) and set(report.removed) == {"a.md", "b.md"}
-    assert report.chunks_embedded == 0  # the renamed text was embedded before
+    assert report.chunks_embedded == 0  # the renamed text (same heading path) was embedded before
     assert [h.source for h in kb.retriever.search("kangaroos outback", 5)] == ["renamed.md"]
     assert "b.md" not in {h.source for h in kb.retriever.search("penguins", 5)}
     assert_consistent(kb)
@@ -214,3 +214,12 @@ def test_second_writer_is_refused_but_readers_are_welcome(folder, open_kb, tmp_p
     reader.close()
     kb.close()
     open_kb().close()  # free again once the writer closed
+
+
+def test_heading_path_gives_a_section_its_subject(folder, open_kb):
+    write(folder / "curie.md", "# Marie Curie\n\nA physicist.\n\n## Early life\n\nShe was born in Warsaw.\n")
+    write(folder / "other.md", "# Cities\n\nWarsaw is a capital city.\n")
+    kb = open_kb()
+    kb.sync()
+    top = kb.retriever.search_bm25("curie born", 1)[0]
+    assert top.source == "curie.md" and "Warsaw" in top.chunk.text

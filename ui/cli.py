@@ -14,7 +14,7 @@ from knowledge.errors import FootnotesError
 
 from .settings import FootnotesConfig, default_data_dir, load_config
 
-COMMAND_MODULES = ("ui.commands.knowledge", "ui.commands.server")
+COMMAND_MODULES = ("ui.commands.knowledge", "ui.commands.assistant", "ui.commands.server")
 
 
 @dataclass(frozen=True)

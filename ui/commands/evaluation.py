@@ -17,11 +17,13 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--k", type=int, default=10)
     r.add_argument("--json", action="store_true")
     r.set_defaults(run=cmd_eval_retrieval)
-    for register in EVAL_REGISTRARS:
-        register(evals)
+    import importlib
+
+    for name in EVAL_MODULES:
+        importlib.import_module(name).register_eval(evals)
 
 
-EVAL_REGISTRARS: list = []  # the assistant's evaluations (qa, perplexity) add themselves here
+EVAL_MODULES = ("ui.commands.assistant",)  # modules whose register_eval(evals) adds `eval qa`, ...
 
 
 def corpus_data_dir(data_dir: Path, corpus: Path) -> Path:

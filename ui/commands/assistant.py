@@ -1,0 +1,139 @@
+"""Assistant commands: ask, chat, and `eval qa`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+from knowledge.kb import KnowledgeBase
+
+from .evaluation import open_corpus
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ask", help="answer one question from the knowledge base, with provenance")
+    p.add_argument("question")
+    _answer_options(p)
+    p.add_argument("--json", action="store_true", help="print the Answer JSON (chunks, per-token provenance)")
+    p.set_defaults(run=cmd_ask)
+
+    p = sub.add_parser("chat", help="an interactive conversation (empty line or Ctrl-D ends it)")
+    _answer_options(p)
+    p.set_defaults(run=cmd_chat)
+
+
+def _answer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", help="answer mode (default: answer.mode); see `footnotes modes`")
+    p.add_argument("--k", type=int, help="retrieved chunks (default: answer.k)")
+
+
+def register_eval(evals: argparse._SubParsersAction) -> None:
+    q = evals.add_parser("qa", help="exact match, token F1, answer recall, citation accuracy, seconds per answer")
+    q.add_argument("--corpus", required=True, help="corpus folder")
+    q.add_argument("--queries", required=True, help="JSON Lines query file with answers")
+    q.add_argument("--mode", required=True, help="one mode or several, comma-separated")
+    q.add_argument("--k", type=int, help="retrieved chunks (default: answer.k)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(run=cmd_eval_qa)
+
+
+def build_engine(ctx, kb: KnowledgeBase, mode: str | None = None):
+    from assistant.engine import DialogueEngine
+    from assistant.generator import Generator
+    from assistant.modes.base import ModeResources
+
+    answer = ctx.config.assistant.answer
+    if mode:
+        answer = replace(answer, mode=mode)
+    generator = Generator.from_config(ctx.config.assistant.generator)
+    return DialogueEngine(kb.retriever, generator, answer, ModeResources(kb.store, kb.data_dir))
+
+
+def _open_reader(ctx) -> KnowledgeBase:
+    return KnowledgeBase.open(ctx.config.knowledge, ctx.data_dir, write=False)
+
+
+def cmd_ask(args, ctx) -> int:
+    kb = _open_reader(ctx)
+    try:
+        engine = build_engine(ctx, kb, args.mode)
+        if args.json:
+            print(json.dumps(engine.ask(args.question, mode=args.mode, k=args.k).to_json(), ensure_ascii=False))
+            return 0
+        answer = _stream_to_terminal(engine, args.question, (), args.mode, args.k)
+        _print_citations(answer)
+        return 0
+    finally:
+        kb.close()
+
+
+def cmd_chat(args, ctx) -> int:
+    from assistant.conversation import Turn
+
+    kb = _open_reader(ctx)
+    try:
+        engine = build_engine(ctx, kb, args.mode)
+        history: list[Turn] = []
+        print("Ask a question (empty line ends the chat).", file=sys.stderr)
+        while True:
+            try:
+                question = input("> ").strip()
+            except EOFError:
+                break
+            if not question:
+                break
+            answer = _stream_to_terminal(engine, question, history, args.mode, args.k)
+            _print_citations(answer)
+            history += [Turn("user", question), Turn("assistant", answer.text)]
+        return 0
+    finally:
+        kb.close()
+
+
+def _stream_to_terminal(engine, question, history, mode, k):
+    from assistant.answer import Answer
+
+    answer = None
+    for item in engine.stream(question, history, mode=mode, k=k):
+        if isinstance(item, Answer):
+            answer = item
+        else:
+            print(item.text, end="", flush=True)
+    print()
+    return answer
+
+
+def _print_citations(answer) -> None:
+    cited = answer.cited_chunk() if answer else None
+    for i, c in enumerate(answer.chunks if answer else (), 1):
+        mark = "*" if c is cited else " "
+        post = f" posterior={c.posterior:.2f}" if c.posterior is not None else ""
+        print(f" {mark}[{i}] {c.source} [{c.start}:{c.end}] prior={c.prior:.2f}{post}")
+
+
+def cmd_eval_qa(args, ctx) -> int:
+    from assistant.engine import mode_names
+    from assistant.qa_eval import evaluate_qa, load_queries
+    from knowledge.errors import UnknownNameError
+
+    modes = [m.strip() for m in args.mode.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in mode_names()]
+    if unknown:
+        raise UnknownNameError(f"unknown mode '{unknown[0]}'; registered modes: {', '.join(mode_names())}")
+    queries = load_queries(args.queries)
+    kb = open_corpus(ctx, args.corpus)
+    try:
+        result = evaluate_qa(build_engine(ctx, kb, modes[0]), queries, modes, args.k)
+    finally:
+        kb.close()
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    metrics = ("exact_match", "f1", "answer_recall", "citation_accuracy", "seconds_per_answer")
+    print(f"{'':14}" + "".join(f"{m:>20}" for m in metrics) + f"   ({result['queries']} queries)")
+    for mode in modes:
+        cells = [result[mode][m] for m in metrics]
+        print(f"{mode:14}" + "".join(f"{'-' if v is None else f'{v:.3f}':>20}" for v in cells))
+    return 0
