@@ -132,3 +132,28 @@ def test_without_login_everything_is_open(tmp_path: Path) -> None:
         assert client.get("/v1/models").status_code == 200
     finally:
         svc.kb.close()
+
+
+def test_cross_site_writes_and_foreign_host_names_are_refused(tmp_path: Path) -> None:
+    from ui.guards import LOOPBACK_NAMES
+
+    svc = make_service(tmp_path)
+    try:
+        client = TestClient(create_app(svc, with_ui=False, allowed_hosts=LOOPBACK_NAMES),
+                            base_url="http://127.0.0.1:7860")
+        upload = {"file": ("planted.md", b"# planted\n")}
+        r = client.post("/v1/documents", files=upload, headers={"origin": "https://evil.example"})
+        assert r.status_code == 403 and "cross-site" in r.json()["error"]["message"]
+        assert client.post("/v1/documents", files=upload, headers={"origin": "null"}).status_code == 403
+        assert not (svc.folder() / "planted.md").exists()
+        # the page itself (same origin) and clients without Origin (curl, SDKs) go through
+        assert client.post("/v1/search", json={"query": "radium"}, headers={"origin": "http://127.0.0.1:7860"}).status_code == 200
+        assert client.post("/v1/search", json={"query": "radium"}).status_code == 200
+        assert client.get("/v1/models", headers={"origin": "https://evil.example"}).status_code == 200  # reads need CORS
+        # DNS rebinding: a foreign name resolving to 127.0.0.1 gets nothing
+        r = client.get("/v1/documents", headers={"host": "rebind.evil.example:7860"})
+        assert r.status_code == 403 and "not served here" in r.json()["error"]["message"]
+        for host in ("localhost:7860", "127.0.0.1", "[::1]:7860"):
+            assert client.get("/v1/models", headers={"host": host}).status_code == 200, host
+    finally:
+        svc.kb.close()

@@ -16,14 +16,17 @@ from knowledge.errors import ConfigError, FootnotesError
 
 from .api import api_router, install_error_handlers
 from .auth import Login, LoginMiddleware
+from .guards import LOOPBACK_NAMES, SameOriginGuard
 from .render import CSS
 from .service import Service
 
 log = logging.getLogger(__name__)
 
 
-def create_app(service: Service, login: Login | None = None, with_ui: bool = True) -> FastAPI:
-    """The FastAPI app; ``with_ui=False`` leaves the Gradio page out (API-only tests)."""
+def create_app(service: Service, login: Login | None = None, with_ui: bool = True,
+               allowed_hosts: tuple[str, ...] | None = None) -> FastAPI:
+    """The FastAPI app; ``with_ui=False`` leaves the Gradio page out (API-only tests).
+    ``allowed_hosts`` limits the Host header (DNS-rebinding guard; None = any)."""
     app = FastAPI(title="Footnotes", docs_url=None, redoc_url=None, openapi_url="/v1/openapi.json")
     install_error_handlers(app)
     app.include_router(api_router(service))
@@ -42,6 +45,7 @@ def create_app(service: Service, login: Login | None = None, with_ui: bool = Tru
                                   pwa=False, css=CSS, show_error=True)
     if login is not None:
         app.add_middleware(LoginMiddleware, login=login)
+    app.add_middleware(SameOriginGuard, allowed_hosts=allowed_hosts)  # outermost: runs first
     return app
 
 
@@ -90,6 +94,11 @@ def serve(app: Any, host: str, port: int, on_started: Any = None) -> None:
 
     threading.Thread(target=announce, name="announce", daemon=True).start()
     server.run()
+
+
+def allowed_hosts_for(host: str) -> tuple[str, ...] | None:
+    """Loopback binds accept loopback host names only; other binds any (the user chose to expose it)."""
+    return LOOPBACK_NAMES if is_loopback(host) else None
 
 
 def warn(message: str) -> None:

@@ -24,7 +24,7 @@ def cmd_serve(args, ctx) -> int:
     from knowledge.kb import KnowledgeBase
     from knowledge.progress import TqdmProgress
     from ui.auth import Login
-    from ui.server import check_port, create_app, is_loopback, serve, warn
+    from ui.server import allowed_hosts_for, check_port, create_app, is_loopback, serve, warn
     from ui.service import Service
 
     server_cfg = ctx.config.server
@@ -54,7 +54,7 @@ def cmd_serve(args, ctx) -> int:
         generator = Generator.from_config(assistant.generator)
         service = Service(kb, generator, assistant.answer, server_cfg.max_upload_bytes)
         threads = kb.watch(stop, on_report=service.record)  # catches up with the folder first, then follows it
-        app = create_app(service, login)
+        app = create_app(service, login, allowed_hosts=allowed_hosts_for(host))
         folder = kb.source("folder")
 
         def started(url: str) -> None:
