@@ -237,3 +237,36 @@ def test_concurrent_chats_do_not_mix_answers(client, service) -> None:
     for t in threads:
         t.join(timeout=120)
     assert results == json.loads(json.dumps(expected))
+
+
+def test_chats_waiting_in_line_do_not_starve_other_requests(client, service, monkeypatch) -> None:
+    """50 chats queued behind a blocked generation hold no thread of the server's pool:
+    searches and document listings still answer at once; then every chat completes."""
+    import time
+
+    gate = threading.Event()
+    real_engine = service.engine
+
+    class Gated:
+        def __init__(self, engine) -> None:
+            self.engine = engine
+
+        def stream(self, *args, **kwargs):
+            gate.wait(120)
+            yield from self.engine.stream(*args, **kwargs)
+
+    monkeypatch.setattr(service, "engine", lambda config: Gated(real_engine(config)))
+    statuses: list[int] = []
+    threads = [threading.Thread(target=lambda: statuses.append(chat(client, stream=i % 2 == 0).status_code))
+               for i in range(50)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: service.queue.waiting == 50, timeout=60)
+    started = time.monotonic()
+    assert client.post("/v1/search", json={"query": "radium", "k": 1}).status_code == 200
+    assert client.get("/v1/documents").status_code == 200
+    assert time.monotonic() - started < 5
+    gate.set()
+    for t in threads:
+        t.join(timeout=300)
+    assert statuses == [200] * 50 and service.queue.waiting == 0

@@ -65,7 +65,7 @@ def api_router(service: Service) -> APIRouter:
                          for name in service.modes()]}
 
     @router.post("/chat/completions")
-    def chat_completions(body: ChatRequest):
+    async def chat_completions(body: ChatRequest):
         question, history = oa.question_and_history([m.model_dump() for m in body.messages])
         overrides = dict(body.settings)
         if body.k is not None:
@@ -74,13 +74,17 @@ def api_router(service: Service) -> APIRouter:
         if max_tokens is not None:
             overrides["max_new_tokens"] = max_tokens
         config = service.settings(body.model or None, overrides)
-        service.engine(config)  # an unknown mode is a 400 now, before anything is queued
+        await run_in_threadpool(service.engine, config)  # an unknown mode is a 400 now, before anything is queued
         stream = service.stream(question, history, config.mode, overrides)
         c = oa.Completion.new(config.mode)
-        if not body.stream:
-            answer = _last(stream)
-            return oa.completion(answer, c, config.max_new_tokens)
-        first = next(stream)  # errors before the first token still get their status code
+        try:
+            if not body.stream:
+                answer = await _last(stream)
+                return oa.completion(answer, c, config.max_new_tokens)
+            first = await _next(stream)  # errors before the first token still get their status code
+        except BaseException:
+            stream.cancel()  # an error, or a client that hung up while waiting in line
+            raise
         return StreamingResponse(_events(first, stream, c, config.max_new_tokens), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
@@ -140,13 +144,17 @@ def _blocks(fh: Any, size: int = 1 << 20) -> Iterator[bytes]:
         yield block
 
 
-def _next(stream: Iterator[Any]) -> Any:
-    return next(stream, _DONE)
+async def _next(stream: Any) -> Any:
+    """The next item of a generation stream without holding a worker thread, or _DONE."""
+    try:
+        return await stream.__anext__()
+    except StopAsyncIteration:
+        return _DONE
 
 
-def _last(stream: Iterator[Any]) -> Answer:
+async def _last(stream: Any) -> Answer:
     last = None
-    for last in stream:
+    async for last in stream:
         pass
     if not isinstance(last, Answer):
         raise RuntimeError("the answer mode ended without an Answer")
@@ -164,7 +172,7 @@ async def _events(first: Any, stream: Any, c: oa.Completion, max_new_tokens: int
                 yield oa.sse(oa.last_chunk(item, c, max_new_tokens))
                 break
             yield oa.sse(oa.token_chunk(item, c))
-            item = await run_in_threadpool(_next, stream)
+            item = await _next(stream)
         yield oa.sse("[DONE]")
     except (FootnotesError, ValueError) as exc:
         status, kind, code = classify(exc)

@@ -92,9 +92,18 @@ class ChatSession:
 
 
 def extra_settings() -> list[dataclasses.Field]:
-    """Numeric [answer] settings of later modes (kNN-LM λ, ...), found by their name prefix."""
+    """Numeric and yes/no [answer] settings of later modes (kNN-LM's λ, k, temperature; REALM's
+    threshold, ...), found by their name prefix, so a new setting shows up without a UI change."""
     return [f for f in dataclasses.fields(AnswerConfig)
-            if f.name.startswith(EXTRA_PREFIXES) and f.type in ("float", "int", float, int)]
+            if f.name.startswith(EXTRA_PREFIXES) and f.type in ("float", "int", "bool", float, int, bool)]
+
+
+def extra_widget(f: dataclasses.Field, value: Any):
+    label = f.name.replace("_", " ")
+    if f.type in ("bool", bool):
+        return gr.Checkbox(value=value, label=label, elem_id=f"fn-{f.name}")
+    return gr.Number(value=value, label=label, precision=0 if f.type in ("int", int) else None,
+                     elem_id=f"fn-{f.name}")
 
 
 def visible_for(name: str, mode: str) -> bool:
@@ -140,7 +149,7 @@ def build_blocks(service: Service):
                                                 label="RAG-Sequence decoding", elem_id="fn-decoding")
                             seq_beams = gr.Slider(1, 8, step=1, value=cfg.rag_sequence_beams,
                                                   label="RAG-Sequence beams per document", elem_id="fn-seq-beams")
-                            extra_inputs = [gr.Number(value=getattr(cfg, f.name), label=f.name) for f in extras]
+                            extra_inputs = [extra_widget(f, getattr(cfg, f.name)) for f in extras]
                         status = gr.HTML(elem_id="fn-status")
                     with gr.Column(scale=6):
                         gr.Markdown("### Answer and its sources")
@@ -173,7 +182,13 @@ def build_blocks(service: Service):
             out = {}
             for name, value in zip(setting_names, values):
                 default = getattr(cfg, name)
-                out[name] = int(value) if isinstance(default, int) and not isinstance(default, bool) else value
+                if isinstance(default, bool):
+                    value = bool(value)
+                elif isinstance(default, int):
+                    value = int(value)
+                elif isinstance(default, float):
+                    value = float(value)
+                out[name] = value
             return out
 
         def respond(message: str, chat: list, state: ChatSession, mode_name: str, *values: Any):

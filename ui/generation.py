@@ -1,13 +1,16 @@
 """One answer is generated at a time, first come first served, so memory stays bounded by one answer.
 
 The chat page and the HTTP API share one :class:`GenerationQueue`. A stream is produced in a
-worker thread that holds the queue's lock; its consumer reads the items as they come. When the
+worker thread that holds the queue's lock; its consumer reads the items as they come, either as a
+plain iterator (the page) or with ``async for`` (the API: a request waiting in line holds no thread
+of the web server's pool, so searches and document listings go on while many chats wait). When the
 consumer goes away (a closed browser tab, a dropped HTTP connection) the worker stops after the
 current token and the next request in line starts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -23,12 +26,47 @@ class _Failed:
     error: BaseException
 
 
-class Stream(Generic[T]):
-    """The items of one queued generation, as an iterator; ``cancel()`` (or ``close()``) stops it."""
+class _Channel:
+    """Items from the worker to one consumer; wakes an asyncio consumer from the worker thread."""
 
-    def __init__(self, items: queue.Queue, cancelled: threading.Event) -> None:
-        self._items = items
-        self._cancelled = cancelled
+    def __init__(self) -> None:
+        self.items: queue.Queue = queue.Queue()
+        self.cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._wakeup: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+
+    def put(self, item: object) -> None:
+        self.items.put(item)
+        with self._lock:
+            wakeup = self._wakeup
+        if wakeup is not None:
+            loop, event = wakeup
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # the consumer's loop is closed: nobody is listening any more
+                self.cancelled.set()
+
+    async def get_async(self) -> object:
+        with self._lock:
+            if self._wakeup is None:
+                self._wakeup = (asyncio.get_running_loop(), asyncio.Event())
+            event = self._wakeup[1]
+        while True:
+            try:
+                return self.items.get_nowait()
+            except queue.Empty:
+                event.clear()
+                if not self.items.empty():
+                    continue
+                await event.wait()
+
+
+class Stream(Generic[T]):
+    """The items of one queued generation; iterate it (``for`` or ``async for``); ``cancel()``
+    (or ``close()``) stops it."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
         self._done = False
 
     def __iter__(self) -> Stream[T]:
@@ -37,22 +75,37 @@ class Stream(Generic[T]):
     def __next__(self) -> T:
         if self._done:
             raise StopIteration
-        item = self._items.get()
+        item = self._take(self._channel.items.get())
+        if item is _END:
+            raise StopIteration
+        return item  # type: ignore[return-value]
+
+    def __aiter__(self) -> Stream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._done:
+            raise StopAsyncIteration
+        item = self._take(await self._channel.get_async())
+        if item is _END:
+            raise StopAsyncIteration
+        return item  # type: ignore[return-value]
+
+    def _take(self, item: object) -> object:
         if item is _END:
             self._done = True
-            raise StopIteration
-        if isinstance(item, _Failed):
+        elif isinstance(item, _Failed):
             self._done = True
             raise item.error
         return item
 
     def cancel(self) -> None:
-        self._cancelled.set()
+        self._channel.cancelled.set()
 
     close = cancel
 
     def __del__(self) -> None:  # a consumer that was dropped without close() still frees the worker
-        self._cancelled.set()
+        self._channel.cancelled.set()
 
 
 class GenerationQueue:
@@ -72,13 +125,11 @@ class GenerationQueue:
 
     def stream(self, produce: Callable[[], Iterator[T]]) -> Stream[T]:
         """Start ``produce()`` when the queue reaches it; its items arrive through the returned Stream."""
-        items: queue.Queue = queue.Queue()
-        cancelled = threading.Event()
+        channel = _Channel()
         with self._count_lock:
             self._waiting += 1
-        worker = threading.Thread(target=self._work, args=(produce, items, cancelled), name="generation", daemon=True)
-        worker.start()
-        return Stream(items, cancelled)
+        threading.Thread(target=self._work, args=(produce, channel), name="generation", daemon=True).start()
+        return Stream(channel)
 
     def run(self, produce: Callable[[], Iterator[T]]) -> T:
         """The last item of a queued generation (for callers that do not stream)."""
@@ -89,24 +140,24 @@ class GenerationQueue:
             raise RuntimeError("the generation produced nothing")
         return last  # type: ignore[return-value]
 
-    def _work(self, produce: Callable[[], Iterator[T]], items: queue.Queue, cancelled: threading.Event) -> None:
+    def _work(self, produce: Callable[[], Iterator[T]], channel: _Channel) -> None:
         try:
             with self._lock:
-                if cancelled.is_set():
+                if channel.cancelled.is_set():
                     return
                 iterator = produce()
                 try:
                     for item in iterator:
-                        items.put(item)
-                        if cancelled.is_set():
+                        channel.put(item)
+                        if channel.cancelled.is_set():
                             break
                 finally:
                     close = getattr(iterator, "close", None)
                     if close is not None:
                         close()
         except BaseException as exc:  # handed to the consumer, which reports it
-            items.put(_Failed(exc))
+            channel.put(_Failed(exc))
         finally:
             with self._count_lock:
                 self._waiting -= 1
-            items.put(_END)
+            channel.put(_END)
