@@ -138,3 +138,13 @@ def test_a_missing_model_fails_with_a_fix(tmp_path):
         load_model(GeneratorConfig(model=str(tmp_path / "nothing-here.gguf")))
     with pytest.raises(ConfigError, match="generator"):
         load_model(GeneratorConfig(model="no-such-org/no-such-model"))
+
+
+def test_standalone_question_is_retrieved_on_its_own():
+    from assistant.conversation import is_follow_up
+
+    history = [Turn("user", "who was ada lovelace ?"), Turn("assistant", "a mathematician")]
+    assert retrieval_query("How do I brew green tea properly?", history) == "How do I brew green tea properly?"
+    for follow_up in ("where was she born?", "and the second one?", "why?", "what about his father?"):
+        assert is_follow_up(follow_up)
+        assert "lovelace" in retrieval_query(follow_up, history)
