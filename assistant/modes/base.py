@@ -45,6 +45,7 @@ class ModeResources:
 
     store: Any = None  # knowledge.store.KnowledgeStore, or None (tests, closed-book use)
     data_dir: Path | None = None
+    knn: Any = None  # assistant.config.KnnConfig: how the kNN-LM datastore is built; None = its defaults
 
 
 class ModeBase:
@@ -82,10 +83,12 @@ class ModeBase:
 def prior_scores(hits: Sequence[Hit], which: str) -> torch.Tensor:
     """The retrieval scores behind p(z|x).  Returns (k,).
 
-    "dense": the cosine similarity of question and chunk embeddings, the analogue of the
-    paper's p(z|x) ∝ exp(d(z)ᵀq(x)); a hit that only BM25 found gets the lowest dense score
-    of the others. "fused": the fused rank score the hits are ordered by (RRF values are
-    small and nearly equal, so they need a much lower temperature). "uniform": all equal.
+    "dense" (default): the cosine similarity of question and chunk embeddings, the analogue
+    of the paper's p(z|x) ∝ exp(d(z)ᵀq(x)): a calibrated similarity, unlike a fused rank
+    score whose scale depends on the fusion method. A hit that only BM25 found gets the
+    lowest dense score of the others. On a 12-question Python-docs dev set, rag-token
+    answered 6/12 with "dense" at temperature 0.05 (5/12 at 0.1, 6/12 at 0.02) and 4/12
+    with "fused" at 0.1. "fused": the score the hits are ordered by. "uniform": all equal.
     """
     if which == "uniform":
         return torch.zeros(len(hits))
