@@ -56,12 +56,29 @@ class Generator:
 
     def render(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """Token ids of a chat (``[{"role", "content"}, ...]``) through the tokenizer's chat template,
-        ending with the assistant's generation prompt."""
-        text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        ending with the assistant's generation prompt. Templates that refuse a system message
+        (Gemma's, for one) get it at the head of the first user message instead."""
+        from jinja2.exceptions import TemplateError
+
+        chat = list(messages)
+        try:
+            text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        except TemplateError:
+            if not chat or chat[0]["role"] != "system":
+                raise
+            text = self.tokenizer.apply_chat_template(_fold_system(chat), add_generation_prompt=True, tokenize=False)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def _fold_system(chat: list[dict[str, str]]) -> list[dict[str, str]]:
+    system, rest = chat[0]["content"], chat[1:]
+    for i, message in enumerate(rest):
+        if message["role"] == "user":
+            return rest[:i] + [{"role": "user", "content": f"{system}\n\n{message['content']}"}] + rest[i + 1 :]
+    return [{"role": "user", "content": system}] + rest
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

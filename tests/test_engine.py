@@ -148,3 +148,15 @@ def test_standalone_question_is_retrieved_on_its_own():
     for follow_up in ("where was she born?", "and the second one?", "why?", "what about his father?"):
         assert is_follow_up(follow_up)
         assert "lovelace" in retrieval_query(follow_up, history)
+
+
+def test_a_chat_template_without_system_role_gets_the_system_prompt_in_the_user_message():
+    tok = tinylm.make_tokenizer()
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+        "<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> {% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|> assistant {% endif %}"
+    )
+    gen = Generator(tinylm.make_model(len(tok)), tok)
+    ids = gen.render([{"role": "system", "content": "answer briefly"}, {"role": "user", "content": "who ?"}])
+    assert tok.decode(ids) == "<|im_start|> user answer briefly who ? <|im_end|> <|im_start|> assistant"
