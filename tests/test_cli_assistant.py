@@ -1,0 +1,65 @@
+"""End to end through `footnotes ask`, `chat` and `eval qa` on the packaged real models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli_knowledge import ROOT, footnotes
+
+pytestmark = pytest.mark.real_models
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("assistant-cli")
+    shutil.copytree(ROOT / "sample", base / "kb")
+    footnotes("--data-dir", str(base / "data"), "ingest", str(base / "kb"))
+    return base / "data"
+
+
+def test_ask_json_has_provenance_for_every_token(data):
+    out = json.loads(footnotes("--data-dir", str(data), "ask", "Where was Marie Curie born?", "--k", "3",
+                               "--json").stdout)
+    assert out["mode"] == "rag-token" and "Warsaw" in out["answer"]
+    assert len(out["chunks"]) == 3
+    assert {"chunk_id", "source", "start", "end", "text", "score", "prior", "posterior"} <= set(out["chunks"][0])
+    assert abs(sum(c["prior"] for c in out["chunks"]) - 1) < 1e-4
+    assert "".join(t["text"] for t in out["tokens"]) == out["answer"]
+    for token in out["tokens"]:
+        assert len(token["posterior"]) == 3 and abs(sum(token["posterior"]) - 1) < 1e-3
+    cited = max(out["chunks"], key=lambda c: c["posterior"])
+    assert cited["source"] == "marie-curie.md"
+
+
+def test_unknown_mode_lists_the_registered_ones(data):
+    proc = footnotes("--data-dir", str(data), "ask", "hi", "--mode", "magic", check=False)
+    assert proc.returncode == 2
+    assert "magic" in proc.stderr and "rag-token" in proc.stderr and "rag-sequence" in proc.stderr
+
+
+def test_chat_follow_up_uses_the_history(data):
+    proc = subprocess.run([sys.executable, "-m", "ui.cli", "--data-dir", str(data), "chat", "--k", "2"],
+                          cwd=ROOT, input="Who was Ada Lovelace?\nWhere was she born?\n\n",
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "London" in proc.stdout.split("Where")[-1] or "London" in proc.stdout
+    assert "ada-lovelace.md" in proc.stdout
+
+
+def test_eval_qa_side_by_side(data, tmp_path):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(json.dumps({"id": "1", "question": "Where was Marie Curie born?", "gold": ["marie-curie.md"],
+                                   "answers": ["Warsaw"]}) + "\n")
+    out = json.loads(footnotes("--data-dir", str(tmp_path / "d"), "eval", "qa", "--corpus", str(ROOT / "sample"),
+                               "--queries", str(queries), "--mode", "rag-token,closed-book", "--k", "2",
+                               "--json").stdout)
+    assert out["queries"] == 1
+    for mode in ("rag-token", "closed-book"):
+        assert set(out[mode]) == {"exact_match", "f1", "answer_recall", "citation_accuracy", "seconds_per_answer"}
+    assert out["rag-token"]["answer_recall"] == 1.0 and out["rag-token"]["citation_accuracy"] == 1.0
