@@ -48,7 +48,13 @@ def build_engine(ctx, kb: KnowledgeBase, mode: str | None = None):
     if mode:
         answer = replace(answer, mode=mode)
     generator = Generator.from_config(ctx.config.assistant.generator)
-    return DialogueEngine(kb.retriever, generator, answer, ModeResources(kb.store, kb.data_dir))
+    resources = ModeResources(kb.store, kb.data_dir, knn=ctx.config.assistant.knn)
+    engine = DialogueEngine(kb.retriever, generator, answer, resources)
+    if answer.mode == "knn-lm":
+        from .knn_eval import build_datastore
+
+        build_datastore(resources, generator)
+    return engine
 
 
 def _open_reader(ctx) -> KnowledgeBase:

@@ -23,7 +23,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         importlib.import_module(name).register_eval(evals)
 
 
-EVAL_MODULES = ("ui.commands.assistant",)  # modules whose register_eval(evals) adds `eval qa`, ...
+EVAL_MODULES = ("ui.commands.assistant", "ui.commands.knn_eval")  # modules whose register_eval(evals) adds `eval qa`, ...
 
 
 def corpus_data_dir(data_dir: Path, corpus: Path) -> Path:

@@ -1,0 +1,149 @@
+"""kNN-LM: next-token interpolation with a datastore of the knowledge's own contexts (Khandelwal et al. 2020)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from knowledge.errors import NotReadyError
+from knowledge.types import Hit
+
+from ..answer import Answer, TokenProvenance, chunks_of
+from ..config import AnswerConfig, KnnConfig
+from ..conversation import Turn
+from ..decoding import greedy
+from ..generator import Generator
+from ..knn.datastore import Datastore, SearchResult
+from ..knn.keys import KeyCapture
+from ..knn.math import interpolate, knn_distribution, knn_share, neighbour_logweights
+from ..knn.sync import DatastoreService, datastore_service
+from ..lockstep import LockstepBatch
+from ..prompts import build_prompts, concat_context
+from .base import ModeBase, ModeResources, doc_logprior
+from .mixture import with_texts
+
+CONTEXT_BEFORE = 80  # characters of a neighbour's chunk shown before its position
+CONTEXT_AFTER = 40  # ... and from it on
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A datastore entry that predicted an answer token: where its context is, how near it was,
+    and its weight in p_kNN."""
+
+    chunk_id: str
+    source: str
+    position: int  # index of the predicted token among its chunk's tokens
+    start: int  # character offset of the predicted token in its chunk's text
+    distance: float  # squared L2 between its key and the answer's query
+    weight: float  # softmax(−d/T) of this neighbour among the k
+    text: str  # the chunk's text around the position
+    text_offset: int  # where in ``text`` the predicted token starts
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What one decoding step retrieved: the valid neighbours and log p_kNN over the vocabulary."""
+
+    found: SearchResult
+    knn_logprobs: torch.Tensor | None  # (V,), None when the datastore gave no neighbour
+
+
+class KnnLmMode(ModeBase):
+    """Greedy decoding of p(w) = λ·p_kNN(w) + (1 − λ)·p_LM(w), p_kNN from the k nearest datastore keys.
+
+    The prompt is the question alone or, with ``knn_retrieval_conditioned``, the question with the
+    retrieved chunks (as in ``concat``). Each token carries the neighbours that predicted it and
+    λ·p_kNN(w)/p(w), the datastore's share of its probability. Beam search is not used here: the
+    provenance of a greedy step is the one search that chose it.
+    """
+
+    name = "knn-lm"
+
+    def __init__(self, generator: Generator, config: AnswerConfig, service: DatastoreService | Datastore | None = None) -> None:
+        super().__init__(generator, config)
+        self.service = service
+
+    @classmethod
+    def create(cls, generator: Generator, config: AnswerConfig, resources: ModeResources) -> "KnnLmMode":
+        if resources.data_dir is None:
+            return cls(generator, config)
+        service = datastore_service(resources.data_dir, resources.store, generator, resources.knn or KnnConfig())
+        if resources.store is not None:
+            service.start()  # a first build begins now, not at the first question
+        return cls(generator, config, service)
+
+    @property
+    def uses_retrieval(self) -> bool:  # type: ignore[override]
+        return self.config.knn_retrieval_conditioned
+
+    def datastore(self) -> Datastore:
+        if self.service is None:
+            raise NotReadyError("the kNN-LM mode has no datastore: it needs a data dir (a knowledge base); "
+                                "use --mode rag-token")
+        return self.service if isinstance(self.service, Datastore) else self.service.ready()
+
+    def stream(self, question: str, history: Sequence[Turn], hits: Sequence[Hit]) -> Iterator[TokenProvenance | Answer]:
+        cfg = self.config
+        datastore = self.datastore()
+        conditioned = cfg.knn_retrieval_conditioned and bool(hits)
+        context = concat_context(hits, cfg.chunk_chars) if conditioned else None
+        prompts = build_prompts(self.generator, question, history, [context], cfg)
+        batch = LockstepBatch(self.generator.model, prompts, self.generator.pad_id)
+        steps: list[_Step] = []
+        tokens: list[TokenProvenance] = []
+        with KeyCapture(self.generator.model) as capture:
+            combine = self._combine(datastore, capture, steps)
+            decoded = greedy(batch, combine, self.generator.eos_ids, cfg.max_new_tokens)
+            for i, (step, text) in enumerate(with_texts(self.generator, decoded, cfg.stop)):
+                tokens.append(self._provenance(datastore, steps[i], step.token_id, step.logprob, text))
+                yield tokens[-1]
+        chunks = chunks_of(hits, doc_logprior(hits, cfg).exp().tolist(), None) if conditioned else ()
+        yield Answer("".join(t.text for t in tokens), self.name, chunks, tuple(tokens))
+
+    def _combine(self, datastore: Datastore, capture: KeyCapture, steps: list[_Step]):
+        cfg = self.config
+
+        def combine(row_logprobs: torch.Tensor) -> torch.Tensor:
+            lm = row_logprobs[:, 0]  # (1, 1, V) -> (1, V)
+            found = datastore.search(capture.last().numpy(), cfg.knn_k)  # (1, k) each
+            valid = found.ids[0] >= 0
+            if not valid.any():  # an empty datastore: p_kNN is undefined, the LM decides alone
+                steps.append(_Step(found, None))
+                return lm
+            distances = torch.from_numpy(found.distances[0][valid])  # (k',)
+            values = torch.from_numpy(found.values[0][valid])  # (k',)
+            knn = knn_distribution(distances, values, lm.shape[-1], cfg.knn_temperature)  # (V,)
+            steps.append(_Step(found, knn))
+            return interpolate(lm[0], knn, cfg.knn_lambda).unsqueeze(0)  # (1, V)
+
+        return combine
+
+    def _provenance(self, datastore: Datastore, step: _Step, token: int, logprob: float, text: str) -> TokenProvenance:
+        if step.knn_logprobs is None:
+            return TokenProvenance(text, math.exp(logprob), (), (), 0.0)
+        cfg = self.config
+        share = float(knn_share(torch.tensor(logprob, dtype=torch.float64), step.knn_logprobs[token], cfg.knn_lambda))
+        return TokenProvenance(text, math.exp(logprob), (), self._neighbours(datastore, step.found, token), share)
+
+    def _neighbours(self, datastore: Datastore, found: SearchResult, token: int) -> tuple[Neighbour, ...]:
+        """The nearest neighbours whose next token is the chosen one (those that voted for it)."""
+        valid = found.ids[0] >= 0
+        distances = found.distances[0][valid]  # (k',)
+        weights = neighbour_logweights(torch.from_numpy(distances), self.config.knn_temperature).exp()  # (k',)
+        voters = np.flatnonzero(found.values[0][valid] == token)[: self.config.knn_neighbours_shown]
+        out = []
+        for j in voters:
+            info = datastore.info(int(found.ids[0][valid][j]))
+            text, lo = info.chunk.text, max(0, info.char_position - CONTEXT_BEFORE)
+            out.append(Neighbour(info.chunk.chunk_id, info.chunk.source, info.token_position, info.char_position,
+                                 float(distances[j]), float(weights[j]), text[lo : info.char_position + CONTEXT_AFTER],
+                                 info.char_position - lo))
+        return tuple(out)
