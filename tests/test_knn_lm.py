@@ -400,3 +400,42 @@ def test_real_generator_datastore_lowers_perplexity_of_its_own_domain(tmp_path):
     mode = KnnLmMode(generator, AnswerConfig(max_new_tokens=16, knn_lambda=0.65, knn_k=64), ds)
     answer = mode.answer("What ale did the Malvern brewery produce?", (), chunks)
     assert answer.text and any(t.neighbours for t in answer.tokens)
+
+
+# -- the command line -------------------------------------------------------------------------------------
+def test_cli_eval_perplexity_json(gen, tmp_path, capsys):
+    from ui.cli import main
+
+    model_dir = tmp_path / "tiny"
+    gen.model.save_pretrained(model_dir)
+    gen.tokenizer.save_pretrained(model_dir)
+    config = tmp_path / "footnotes.toml"
+    config.write_text(f'[generator]\nmodel = "{model_dir}"\nthreads = 1\n\n[knn]\ncontext_tokens = 16\nstride_tokens = 8\n')
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT)
+    argv = ["--config", str(config), "--data-dir", str(tmp_path / "data"), "eval", "perplexity", "--datastore",
+            str(text), "--text", str(text), "--lambda", "0,1", "--k", "8", "--temperature", "0.01", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"tokens", "base", "knn"} and out["tokens"] == len(tokenize(gen, TEXT)[0]) - 1
+    assert out["knn"]["0"] == pytest.approx(out["base"]) and out["knn"]["1"] < 1.01
+    built = next((tmp_path / "data" / "eval").glob("knn-text-*"))
+    assert main(argv[:7] + [str(built)] + argv[8:]) == 0  # the built datastore folder itself
+    assert json.loads(capsys.readouterr().out) == out
+    assert main(argv[:7] + [str(tmp_path)] + argv[8:]) == 2  # neither a text file nor a datastore
+    assert "neither a text file nor a kNN-LM datastore" in capsys.readouterr().err
+
+
+@pytest.mark.real_models
+def test_cli_ask_knn_lm_builds_the_datastore_and_cites_neighbours(tmp_path):
+    from tests.test_cli_knowledge import ROOT, footnotes
+
+    data = str(tmp_path / "data")
+    footnotes("--data-dir", data, "ingest", str(ROOT / "sample"))
+    out = json.loads(footnotes("--data-dir", data, "ask", "Who was Ada Lovelace?", "--mode", "knn-lm", "--json").stdout)
+    assert out["mode"] == "knn-lm" and out["answer"] and out["chunks"] == []
+    assert "".join(t["text"] for t in out["tokens"]) == out["answer"]
+    assert all(0 <= t["knn_share"] <= 1 for t in out["tokens"])
+    cited = {n["source"] for t in out["tokens"] for n in t["neighbours"]}
+    assert "ada-lovelace.md" in cited
+    assert (tmp_path / "data" / "knn" / "meta.json").is_file()
