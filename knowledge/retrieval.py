@@ -49,7 +49,7 @@ class HybridRetriever:
         n = max(k, self.config.candidates)
         dense = self._dense(query, n, allowed) if "dense" in use else []
         sparse = self._bm25(query, n, allowed) if "bm25" in use else []
-        rankings = [[c for c, _ in r] for r in (dense, sparse) if r or len(use) == 1]
+        rankings = [r for r in (dense, sparse) if r or len(use) == 1]
         weights = [w for w, r in ((self.config.dense_weight, dense), (1 - self.config.dense_weight, sparse))
                    if r or len(use) == 1]
         fused = FUSIONS[self.config.fusion](rankings, weights, self.config.rrf_k) if len(use) > 1 else {}

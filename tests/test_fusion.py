@@ -1,0 +1,62 @@
+"""Fusion functions with hand-computed values, and the retriever using each registered fusion."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from knowledge.config import RetrievalConfig
+from knowledge.fusion import FUSIONS, rrf, weighted_minmax, weighted_rrf
+from tests.conftest import small_config
+
+DENSE = [("a", 0.9), ("b", 0.5), ("c", 0.1)]
+SPARSE = [("b", 10.0), ("d", 0.0)]
+
+
+def test_weighted_rrf_by_hand():
+    fused = weighted_rrf([DENSE, SPARSE], [0.75, 0.25], k=10)
+    assert fused == pytest.approx({"a": 0.75 / 11, "b": 0.75 / 12 + 0.25 / 11, "c": 0.75 / 13, "d": 0.25 / 12})
+
+
+def test_plain_rrf_ignores_the_weights():
+    assert rrf([DENSE, SPARSE], [0.9, 0.1], k=60) == pytest.approx(weighted_rrf([DENSE, SPARSE], [1.0, 1.0], k=60))
+
+
+def test_weighted_minmax_by_hand():
+    fused = weighted_minmax([DENSE, SPARSE], [0.6, 0.4])
+    # dense: a 1, b 0.5, c 0; sparse: b 1, d 0
+    assert fused == pytest.approx({"a": 0.6, "b": 0.6 * 0.5 + 0.4, "c": 0.0, "d": 0.0})
+    assert max(fused, key=fused.__getitem__) == "b"
+
+
+def test_weighted_minmax_equal_scores_and_empty_ranking():
+    assert weighted_minmax([[("x", 2.0), ("y", 2.0)], []], [0.5, 0.5]) == {"x": 0.5, "y": 0.5}
+
+
+def test_weighted_minmax_keeps_the_order_of_a_single_ranking():
+    fused = weighted_minmax([DENSE], [1.0])
+    assert sorted(fused, key=fused.__getitem__, reverse=True) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("fusion", sorted(FUSIONS))
+def test_every_fusion_rejects_mismatched_weights(fusion):
+    with pytest.raises(ValueError, match="2 rankings but 1 weights"):
+        FUSIONS[fusion]([DENSE, SPARSE], [1.0], 60)
+
+
+def test_the_default_fusion_is_registered():
+    assert RetrievalConfig().fusion in FUSIONS
+
+
+@pytest.mark.parametrize("fusion", sorted(FUSIONS))
+def test_retriever_with_each_fusion(folder, open_kb, fusion):
+    (folder / "bees.md").write_text("# Bees\n\nHoney bees dance to tell the hive where the flowers are.\n")
+    (folder / "tides.md").write_text("# Tides\n\nThe moon pulls the oceans and makes the tides rise and fall.\n")
+    base = small_config()
+    kb = open_kb(dataclasses.replace(base, retrieval=dataclasses.replace(base.retrieval, fusion=fusion)))
+    kb.sync()
+    hits = kb.retriever.search("why do the tides rise", k=2)
+    assert hits[0].source == "tides.md"
+    assert hits[0].dense_score is not None and hits[0].bm25_score is not None
+    assert hits[0].score >= hits[-1].score
