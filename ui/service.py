@@ -38,13 +38,14 @@ class Service:
     """One knowledge base, one generator loaded once, and a queue so one answer is generated at a time."""
 
     def __init__(self, kb: KnowledgeBase, generator: Generator, answer: AnswerConfig | None = None,
-                 max_upload_bytes: int = 50_000_000, queue: GenerationQueue | None = None) -> None:
+                 max_upload_bytes: int = 50_000_000, queue: GenerationQueue | None = None,
+                 knn: Any = None) -> None:
         self.kb = kb
         self.generator = generator
         self.answer = answer or AnswerConfig()
         self.max_upload_bytes = max_upload_bytes
         self.queue = queue or GenerationQueue()
-        self.resources = ModeResources(store=kb.store, data_dir=kb.data_dir)  # what modes like kNN-LM build on
+        self.resources = ModeResources(store=kb.store, data_dir=kb.data_dir, knn=knn)  # what modes like kNN-LM build on
         self._engines: OrderedDict[AnswerConfig, DialogueEngine] = OrderedDict()
         self._engines_lock = threading.Lock()
         self.last_report: SyncReport | None = None

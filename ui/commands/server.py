@@ -52,7 +52,7 @@ def cmd_serve(args, ctx) -> int:
         assistant = ctx.config.assistant
         print("footnotes: loading the generator…", file=sys.stderr, flush=True)
         generator = Generator.from_config(assistant.generator)
-        service = Service(kb, generator, assistant.answer, server_cfg.max_upload_bytes)
+        service = Service(kb, generator, assistant.answer, server_cfg.max_upload_bytes, knn=assistant.knn)
         threads = kb.watch(stop, on_report=service.record)  # catches up with the folder first, then follows it
         app = create_app(service, login, allowed_hosts=allowed_hosts_for(host))
         folder = kb.source("folder")
