@@ -6,8 +6,9 @@ JSON form (CLI, HTTP API)::
      "chunks": [{"chunk_id", "source", "start", "end", "text", "score", "prior", "posterior"}],
      "tokens": [{"text", "prob", "posterior": [k floats]}]}
 
-plus ``"n_best"`` when a mode ranks several answers (RAG-Sequence). Fields that later modes fill
-(kNN-LM neighbours, REALM spans) are left out of the JSON when empty.
+plus ``"n_best"`` when a mode ranks several answers (RAG-Sequence, REALM) and ``"spans":
+[{"chunk_id", "source", "start", "end", "prob", "text"}]`` for extractive answers (REALM, document
+offsets). Fields that a mode does not fill (kNN-LM neighbours, REALM spans) are left out of the JSON.
 """
 
 from __future__ import annotations
@@ -89,6 +90,24 @@ class RankedAnswer:
 
 
 @dataclass(frozen=True)
+class AnswerSpan:
+    """Where an extractive (REALM) answer occurs: ``text`` is exactly the source document's
+    characters ``start:end`` (document offsets, not chunk offsets). ``prob`` is this span's share
+    p(z|x)·p(span|z,x) of the answer's p(y|x)."""
+
+    chunk_id: str
+    source: str
+    start: int
+    end: int
+    prob: float
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chunk_id": self.chunk_id, "source": self.source, "start": self.start, "end": self.end,
+                "prob": self.prob, "text": self.text}
+
+
+@dataclass(frozen=True)
 class Answer:
     """A finished answer. ``"".join(t.text for t in tokens) == text``."""
 
@@ -97,6 +116,7 @@ class Answer:
     chunks: tuple[RetrievedChunk, ...] = ()
     tokens: tuple[TokenProvenance, ...] = ()
     n_best: tuple[RankedAnswer, ...] = ()
+    spans: tuple[AnswerSpan, ...] = ()
 
     def cited_chunk(self) -> RetrievedChunk | None:
         """The chunk with the highest posterior (the highest prior where the mode gives none)."""
@@ -115,6 +135,8 @@ class Answer:
         }
         if self.n_best:
             out["n_best"] = [a.to_json() for a in self.n_best]
+        if self.spans:
+            out["spans"] = [s.to_json() for s in self.spans]
         return out
 
 

@@ -66,8 +66,8 @@ class AnswerConfig:
     knn_retrieval_conditioned: bool = False  # knn-lm: also put the retrieved chunks in the prompt (as the concat mode does)
     knn_neighbours_shown: int = 5  # knn-lm: neighbours listed with each answer token (nearest of those that predicted it)
     realm_reader: str = REALM_GENERATOR_READER  # realm: "generator" (the generator reads each chunk, offline) or an extractive QA model id / path
-    realm_threshold: float = 0.02  # realm: "no answer" when the best answer's p(y|x) is below this
-    realm_max_answer_tokens: int = 16  # realm: longest answer span, in reader tokens
+    realm_threshold: float = 1e-9  # realm: "no answer" when the best answer's p(y|x) is below this (generator reader: p is tiny; QA model: about 0.1)
+    realm_max_answer_tokens: int = 16  # realm: longest answer span, in words (generator reader) or model tokens (QA model)
     realm_n_best: int = 5  # realm: answers returned with their marginals
     realm_window_tokens: int = 384  # realm, QA-model reader: question + chunk tokens per window
     realm_stride: int = 128  # realm, QA-model reader: tokens shared by consecutive windows of a long chunk
