@@ -179,7 +179,7 @@ def main() -> None:
         f"`.venv/bin/python bench/fusion_sweep.py --data-dir DIR"
         f"{f' --size-tokens {size}' if args.size_tokens else ''}`; {machine()}.\n\n"
         f"{len(queries)} questions of `pyfaq.jsonl` over the {corpus.name} folder ({n_chunks:,} chunks of "
-        f"≤{size} tokens, MiniLM-L6 fp32); a question is found at k when a chunk of its gold file is in the "
+        f"≤{size} tokens, MiniLM-L6 {config.embedding.dtype}); a question is found at k when a chunk of its gold file is in the "
         f"top k. Each retriever contributes its top {args.candidates}; w is the dense weight (BM25 gets 1 − w). "
         f"*As is*: the questions are literally headings in the gold files. *Headings stripped*: the same "
         f"corpus with each question's heading line removed from its gold file.\n\n{text}\n\n"
