@@ -364,3 +364,36 @@ def test_source_text_at_the_reported_offsets_is_exactly_the_answer(folder, open_
         assert source[span["start"] : span["end"]] == span["text"]
         assert normalize_span_text(span["text"]) == normalize_span_text(answer.text)
     assert sum(s.prob for s in answer.spans) == pytest.approx(math.exp(answer.n_best[0].logprob))
+
+
+# -- the packaged generator as the reader --------------------------------------------------------------
+INVENTED = [  # invented facts: the model cannot know them without the chunks
+    "The Zorblax Festival is held every year in the town of Quillhaven. It was founded in 1873 by the brewer Henrietta Malvern.",
+    "Quillhaven is a small fishing town on the northern coast. Its harbour was rebuilt after the storm of 1921.",
+    "The Malvern brewery produced a dark ale called Midnight Anchor, which is still sold today.",
+]
+
+
+@pytest.mark.real_models
+def test_packaged_generator_reads_verbatim_answers_from_the_right_chunk():
+    """SmolLM2-135M as the reader: every answer is a span of a retrieved chunk at the reported
+    offsets (or "no answer"), and a fact stated in one chunk is extracted from that chunk."""
+    from assistant.config import GeneratorConfig
+    from assistant.generator import Generator
+
+    real = Generator.from_config(GeneratorConfig())
+    engine = DialogueEngine(tinylm.OverlapRetriever(tinylm.make_chunks(INVENTED)), real,
+                            AnswerConfig(k=3, mode="realm", realm_threshold=0.0))
+    questions = ["In which year was the Zorblax Festival founded?", "What ale did the Malvern brewery produce?",
+                 "After which storm was the harbour of Quillhaven rebuilt?"]
+    answers = [engine.ask(q) for q in questions]
+    for answer in answers:
+        assert answer.spans and answer.text != NO_ANSWER
+        for s in answer.spans:
+            assert INVENTED[int(s.source[3])][s.start : s.end] == s.text
+            assert normalize_span_text(s.text) == normalize_span_text(answer.text)
+        assert math.exp(answer.n_best[0].logprob) == pytest.approx(sum(s.prob for s in answer.spans))
+    founded = answers[0]
+    assert "1873" in founded.text and founded.cited_chunk().source == "doc0.md"
+    strict = DialogueEngine(engine.retriever, real, AnswerConfig(k=3, mode="realm", realm_threshold=0.5))
+    assert strict.ask(questions[0]).text == NO_ANSWER  # p(y|x) of a bare span is far below 0.5 for this generator

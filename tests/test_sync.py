@@ -120,7 +120,6 @@ def test_bad_files_are_recorded_and_do_not_stop_others(folder, open_kb):
     os.chmod(folder / "locked.md", 0)
     big = folder / "big.txt"
     big.write_text("word " * 3000)
-    import dataclasses
 
     from tests.conftest import small_config
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from knowledge.text_tokens import STOPWORDS_EN, s_stem
 
 WORD = re.compile(r"\w+")
-BOUNDARY = re.compile(r"(?<=[.!?])\s+|\n+")  # a sentence end, or a line break
+# a sentence end, a line break, or a clause that adds to what was said ("..., which is still sold today")
+BOUNDARY = re.compile(r"(?<=[.!?])\s+|\n+|;\s*|,\s+(?=(?:which|who|whose|where|while|and|but|so)\b)")
 # Words that carry no answer: the Lucene stopwords plus the frame of a typical reply.
 FILLER = STOPWORDS_EN | frozenset(
     "i you your we he she him her his hers they them our can could should would may might do does did "
@@ -59,7 +60,7 @@ def answer_words(answer: str, question: str) -> Counter[str]:
 
 
 def statements(answer: str) -> list[tuple[str, bool]]:
-    """The answer cut into sentences and lines, each with whether its end was reached."""
+    """The answer cut into sentences, lines and clauses, each with whether its end was reached."""
     out, start = [], 0
     for m in BOUNDARY.finditer(answer):
         out.append((answer[start : m.start()], True))
@@ -70,7 +71,7 @@ def statements(answer: str) -> list[tuple[str, bool]]:
 
 
 def first_statement(answer: str, question: str) -> tuple[str, bool] | None:
-    """The first sentence (or line) of the answer that has a content word the question lacks, and
+    """The first sentence (line, clause) of the answer that has a content word the question lacks, and
     whether it is complete: a small generator states the answer there and then rambles on."""
     asked = {word_key(w) for w in WORD.findall(question)}
     for piece, complete in statements(answer):

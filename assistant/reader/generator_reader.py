@@ -2,9 +2,9 @@
 packaged anywhere, DESIGN.md).
 
 For each chunk z: (1) the generator answers the question from z alone (greedy; all k chunks in
-one batch); (2) the answer is aligned to the best-matching spans of z (:mod:`.align`: the
-question's own words dropped first); (3) each span s is scored under the generator by teacher
-forcing, as the whole answer given the same prompt:
+one batch; a row stops once its first statement is complete); (2) that statement is aligned to
+the best-matching spans of z (:mod:`.align`: the question's own words dropped first); (3) each
+span s is scored under the generator by teacher forcing, as the whole answer to the same prompt:
 
     p(s | z, x) = Π_i p(s_i | prompt(z, x), s_<i) · p(<end> | prompt(z, x), s),
 
