@@ -242,6 +242,7 @@ def main() -> None:
     measured = [n for n in variants if n == first or seconds[first] / seconds[n] >= args.min_speedup]
     caches = {n: VectorCache(variants[n]) for n in measured}
     quality: dict[str, dict[str, float]] = {n: {} for n in measured}
+    n_chunks = 0
     for ci, (cond, folder) in enumerate([] if args.skip_recall else conds):
         if ci > 0:
             copy_index(args.data_dir, conds[0][1], folder)
@@ -264,7 +265,8 @@ def main() -> None:
             if ci == 0:
                 quality[name]["cos"] = float(np.mean(np.sum(vectors * reference, axis=1)))
             print(cond, name, {k: round(v, 3) for k, v in quality[name].items()}, flush=True)
-        n_chunks = n_chunks if ci else len(chunks)
+        if ci == 0:
+            n_chunks = len(chunks)
         kb.close()
 
     base = seconds[first]
