@@ -7,6 +7,7 @@ unknown keys are rejected with the key and the file named.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ class IndexConfig:
     chroma: str = "embedded"  # "embedded" (PersistentClient in the data dir) or "http" (a `chroma run` server)
     chroma_host: str = "127.0.0.1"  # with chroma = "http"
     chroma_port: int = 8000  # with chroma = "http"
-    collection: str = "footnotes"  # Chroma collection name
+    collection: str = "footnotes"  # Chroma collection name; with "http" each data dir adds its id (<data dir>/chroma-id)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ class KnowledgeConfig:
             raise ConfigError("chunking.overlap_tokens must be >= 0 and smaller than chunking.size_tokens")
         if self.index.chroma not in ("embedded", "http"):
             raise ConfigError(f'index.chroma = "{self.index.chroma}": use "embedded" or "http"')
+        if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,62}[a-zA-Z0-9]", self.index.collection):
+            raise ConfigError(f'index.collection = "{self.index.collection}": use 3 to 64 letters, digits, '
+                              '".", "_" or "-", starting and ending with a letter or digit')
         if not 0.0 <= self.retrieval.dense_weight <= 1.0:
             raise ConfigError("retrieval.dense_weight must be between 0 and 1")
 

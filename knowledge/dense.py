@@ -6,17 +6,23 @@ download its default ONNX model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import os
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from .atomic import write_atomic
 from .config import IndexConfig
 from .embedding import Embedder
 from .errors import IndexError_
 
 _BATCH = 1000
+_ID_FILE = "chroma-id"
+T = TypeVar("T")
 
 
 class _OwnEmbeddingFunction:
@@ -54,6 +60,41 @@ class _OwnEmbeddingFunction:
         return ["cosine"]
 
 
+def collection_name(config: IndexConfig, data_dir: Path) -> str:
+    """The Chroma collection of one data dir.
+
+    Embedded, the store lives in the data dir and the name is ``index.collection``. A server may be
+    shared by several knowledge bases, and each data dir's manifest must see only its own vectors:
+    there the name gets the data dir's id, made once and kept in ``<data dir>/chroma-id``.
+    """
+    if config.chroma != "http":
+        return config.collection
+    return f"{config.collection}-{_data_dir_id(Path(data_dir))}"
+
+
+def _data_dir_id(data_dir: Path) -> str:
+    path = data_dir / _ID_FILE
+    if not path.exists():
+        fresh = data_dir / f"{_ID_FILE}.{uuid.uuid4().hex}.tmp"
+        write_atomic(fresh, f"{uuid.uuid4().hex[:16]}\n".encode())
+        try:
+            os.link(fresh, path)  # atomic and exclusive: a concurrent opener's id stays if it came first
+        except FileExistsError:
+            pass
+        finally:
+            fresh.unlink()
+    return path.read_text().strip()
+
+
+def _server_down(config: IndexConfig, exc: Exception) -> IndexError_:
+    where = f"{config.chroma_host}:{config.chroma_port}"
+    return IndexError_(
+        f"the Chroma server at http://{where} does not answer ({exc}); start it again with "
+        f"`chroma run --host {config.chroma_host} --port {config.chroma_port} --path DIR` (the DIR it served "
+        'before; Footnotes reconnects by itself), or set [index] chroma = "embedded" in the config file'
+    )
+
+
 def _client(config: IndexConfig, data_dir: Path):
     import chromadb
     from chromadb.config import Settings
@@ -64,12 +105,26 @@ def _client(config: IndexConfig, data_dir: Path):
             return chromadb.HttpClient(host=config.chroma_host, port=config.chroma_port, settings=settings)
         return chromadb.PersistentClient(path=str(data_dir / "chroma"), settings=settings)
     except Exception as exc:  # chromadb raises bare Exceptions for connection and store problems
-        where = f"{config.chroma_host}:{config.chroma_port}" if config.chroma == "http" else data_dir / "chroma"
+        if config.chroma == "http":
+            raise _server_down(config, exc) from None
         raise IndexError_(
-            f"cannot open the Chroma store at {where} ({exc}); "
-            + ("start it with `chroma run --host 127.0.0.1 --port PORT`" if config.chroma == "http"
-               else "run `footnotes reindex` to rebuild it")
+            f"cannot open the Chroma store at {data_dir / 'chroma'} ({exc}); run `footnotes reindex` to rebuild it"
         ) from None
+
+
+def _reports_server_down(method: Callable[..., T]) -> Callable[..., T]:
+    """A Chroma server that stops answering becomes one clear IndexError_, not a stack trace.
+
+    The HTTP client reconnects by itself: the next call after the server is back works."""
+
+    @functools.wraps(method)
+    def wrapper(self: DenseIndex, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except self._unreachable as exc:
+            raise _server_down(self.config, exc) from None
+
+    return wrapper
 
 
 class DenseIndex:
@@ -77,26 +132,38 @@ class DenseIndex:
 
     def __init__(self, config: IndexConfig, data_dir: Path, embedder: Embedder | None = None) -> None:
         self.config = config
+        self._unreachable: tuple[type[Exception], ...] = ()
+        if config.chroma == "http":
+            import httpx  # Chroma's HTTP client: connection refused, reset, timed out
+
+            self._unreachable = (httpx.TransportError,)
+        self.name = collection_name(config, Path(data_dir))
         self._client = _client(config, data_dir)
         self._ef = _OwnEmbeddingFunction(embedder)
         self._collection = self._open()
 
+    @_reports_server_down
     def _open(self):
         return self._client.get_or_create_collection(
-            name=self.config.collection, embedding_function=self._ef, metadata={"hnsw:space": "cosine"}
+            name=self.name, embedding_function=self._ef, metadata={"hnsw:space": "cosine"}
         )
 
+    @_reports_server_down
     def reset(self) -> None:
         """Drop every vector (used when the embedding model changes, and by reindex)."""
+        from chromadb.errors import NotFoundError
+
         try:
-            self._client.delete_collection(self.config.collection)
-        except Exception:  # noqa: BLE001 - Chroma raises a bare error when the collection is missing
+            self._client.delete_collection(self.name)
+        except NotFoundError:
             pass
         self._collection = self._open()
 
+    @_reports_server_down
     def count(self) -> int:
         return self._collection.count()
 
+    @_reports_server_down
     def ids(self) -> set[str]:
         out: set[str] = set()
         total = self.count()
@@ -104,6 +171,7 @@ class DenseIndex:
             out.update(self._collection.get(limit=10_000, offset=offset, include=[])["ids"])
         return out
 
+    @_reports_server_down
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, doc_ids: Sequence[str]) -> None:
         """Add or replace vectors (N, D) for chunk ``ids`` of documents ``doc_ids``."""
         for lo in range(0, len(ids), _BATCH):
@@ -114,11 +182,13 @@ class DenseIndex:
                 metadatas=[{"doc_id": d} for d in doc_ids[lo:hi]],
             )
 
+    @_reports_server_down
     def delete(self, ids: Sequence[str]) -> None:
         ids = list(ids)
         for lo in range(0, len(ids), _BATCH):
             self._collection.delete(ids=ids[lo : lo + _BATCH])
 
+    @_reports_server_down
     def search(self, vector: np.ndarray, k: int, allowed: Sequence[str] | None = None) -> list[tuple[str, float]]:
         """Top-k (chunk id, cosine similarity) for a query vector (D,); ``allowed`` restricts the ids."""
         total = self.count()
