@@ -159,6 +159,12 @@ class DenseIndex:
             pass
         self._collection = self._open()
 
+    def close(self) -> None:
+        """Release the client (an embedded store's files are closed once no client in this process uses them)."""
+        close = getattr(self._client, "close", None)
+        if close is not None:
+            close()
+
     @_reports_server_down
     def count(self) -> int:
         return self._collection.count()

@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,46 +71,51 @@ class Manifest:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        try:
+        with self._use():
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=10000")
+            self._check_version()  # before the schema script: a newer manifest is not touched
             self._db.executescript(_SCHEMA)
-            self._check_version()
-        except sqlite3.DatabaseError as exc:
-            raise IndexError_(
-                f"the manifest {self.path} is unreadable ({exc}); run `footnotes reindex` to rebuild it "
-                "from your documents"
-            ) from None
+            if self.get_meta("schema_version") is None:
+                self.set_meta("schema_version", str(SCHEMA_VERSION))
 
     def _check_version(self) -> None:
-        found = self.get_meta("schema_version")
-        if found is None:
-            self.set_meta("schema_version", str(SCHEMA_VERSION))
-        elif found != str(SCHEMA_VERSION):
+        has_meta = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+        found = self.get_meta("schema_version") if has_meta else None
+        if found is not None and found != str(SCHEMA_VERSION):
             raise IndexError_(
-                f"the manifest {self.path} has schema version {found}, this Footnotes needs {SCHEMA_VERSION}; "
-                "run `footnotes reindex` to rebuild the indexes"
+                f"the manifest {self.path} has schema version {found}, this Footnotes reads version "
+                f"{SCHEMA_VERSION}; run `footnotes reindex` to rebuild the indexes from your documents"
             )
 
-    def close(self) -> None:
+    @contextmanager
+    def _use(self) -> Iterator[None]:
+        """Hold the lock; an SQLite error becomes an IndexError_ that says which file and how to fix it."""
         with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise IndexError_(_explain(self.path, exc)) from None
+
+    def close(self) -> None:
+        with self._use():
             self._db.close()
 
     # -- meta ---------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
-        with self._lock:
+        with self._use():
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._lock:
+        with self._use():
             self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # -- documents ----------------------------------------------------------------------------
     def document(self, doc_id: str) -> DocumentRecord | None:
-        with self._lock:
+        with self._use():
             row = self._db.execute(
                 "SELECT doc_id, source, stamp, version, status, error, updated_at FROM documents WHERE doc_id = ?",
                 (doc_id,),
@@ -122,16 +128,16 @@ class Manifest:
         if source is not None:
             sql += " WHERE source = ?"
             args = (source,)
-        with self._lock:
+        with self._use():
             return [DocumentRecord(*r) for r in self._db.execute(sql + " ORDER BY doc_id", args)]
 
     def chunk_ids_of(self, doc_id: str) -> set[str]:
-        with self._lock:
+        with self._use():
             return {r[0] for r in self._db.execute("SELECT chunk_id FROM chunks WHERE doc_id = ?", (doc_id,))}
 
     def replace_document(self, record: DocumentRecord, chunks: Sequence[Chunk]) -> None:
         """Set a document's record and chunks in one transaction."""
-        with self._lock, self._transaction():
+        with self._use(), self._transaction():
             self._db.execute("DELETE FROM chunks WHERE doc_id = ?", (record.doc_id,))
             self._db.execute(
                 "INSERT OR REPLACE INTO documents (doc_id, source, stamp, version, status, error, updated_at) "
@@ -147,37 +153,43 @@ class Manifest:
 
     def touch_document(self, doc_id: str, stamp: str) -> None:
         """Record a new stamp for a document whose content did not change."""
-        with self._lock:
+        with self._use():
             self._db.execute("UPDATE documents SET stamp = ? WHERE doc_id = ?", (stamp, doc_id))
 
     def remove_document(self, doc_id: str) -> None:
-        with self._lock, self._transaction():
+        with self._use(), self._transaction():
             self._db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
             self._db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
 
     def failures(self) -> list[Failure]:
-        with self._lock:
+        with self._use():
             rows = self._db.execute("SELECT doc_id, error FROM documents WHERE status = 'failed' ORDER BY doc_id")
             return [Failure(doc_id, error) for doc_id, error in rows]
 
     # -- chunks -------------------------------------------------------------------------------
     def chunk_count(self) -> int:
-        with self._lock:
+        with self._use():
             return self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
 
     def document_count(self, status: str = "indexed") -> int:
-        with self._lock:
+        with self._use():
             return self._db.execute("SELECT COUNT(*) FROM documents WHERE status = ?", (status,)).fetchone()[0]
 
+    def any_chunk(self) -> Chunk | None:
+        """One chunk (the first by id), or None when there is none."""
+        with self._use():
+            row = self._db.execute("SELECT MIN(chunk_id) FROM chunks").fetchone()
+        return self.chunks([row[0]]).get(row[0]) if row and row[0] else None
+
     def all_chunk_ids(self) -> set[str]:
-        with self._lock:
+        with self._use():
             return {r[0] for r in self._db.execute("SELECT chunk_id FROM chunks")}
 
     def chunks(self, chunk_ids: Iterable[str]) -> dict[str, Chunk]:
         """The chunks with these ids that the manifest holds (unknown ids are left out)."""
         ids = list(dict.fromkeys(chunk_ids))
         out: dict[str, Chunk] = {}
-        with self._lock:
+        with self._use():
             for lo in range(0, len(ids), 500):
                 part = ids[lo : lo + 500]
                 rows = self._db.execute(
@@ -192,7 +204,7 @@ class Manifest:
     def iter_chunk_texts(self, chunk_ids: Iterable[str] | None = None) -> Iterator[tuple[str, str]]:
         """(chunk_id, text) of the given chunks, or of all chunks."""
         if chunk_ids is None:
-            with self._lock:
+            with self._use():
                 rows = self._db.execute("SELECT chunk_id, text FROM chunks").fetchall()
             yield from rows
             return
@@ -200,7 +212,7 @@ class Manifest:
             yield cid, chunk.text
 
     def document_chunks(self, doc_id: str) -> list[Chunk]:
-        with self._lock:
+        with self._use():
             rows = self._db.execute(
                 'SELECT chunk_id, doc_id, start, "end", text, heading_path FROM chunks WHERE doc_id = ? ORDER BY ord',
                 (doc_id,),
@@ -210,7 +222,7 @@ class Manifest:
     def chunk_ids_where(self, prefix: str = "", suffixes: Sequence[str] = ()) -> set[str]:
         """Chunk ids of documents whose id starts with ``prefix`` and ends with one of ``suffixes``."""
         sql = "SELECT chunk_id, doc_id FROM chunks WHERE substr(doc_id, 1, ?) = ?"
-        with self._lock:
+        with self._use():
             rows = self._db.execute(sql, (len(prefix), prefix)).fetchall()
         wanted = tuple(s.lower() for s in suffixes)
         return {cid for cid, doc in rows if not wanted or doc.lower().endswith(wanted)}
@@ -218,7 +230,7 @@ class Manifest:
     # -- embedding cache ----------------------------------------------------------------------
     def cached_embeddings(self, model: str, hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
-        with self._lock:
+        with self._use():
             for lo in range(0, len(hashes), 500):
                 part = list(hashes[lo : lo + 500])
                 rows = self._db.execute(
@@ -232,7 +244,7 @@ class Manifest:
         return out
 
     def cache_embeddings(self, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
-        with self._lock, self._transaction():
+        with self._use(), self._transaction():
             self._db.executemany(
                 "INSERT OR REPLACE INTO embedding_cache (model, text_hash, vector) VALUES (?, ?, ?)",
                 [(model, h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in items],
@@ -240,7 +252,7 @@ class Manifest:
 
     def prune_embedding_cache(self, model: str, keep: set[str]) -> None:
         """Forget cached vectors of texts no chunk uses any more."""
-        with self._lock:
+        with self._use():
             rows = [r[0] for r in self._db.execute("SELECT text_hash FROM embedding_cache WHERE model = ?", (model,))]
             stale = [h for h in rows if h not in keep]
             with self._transaction():
@@ -262,6 +274,15 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _explain(path: Path, exc: sqlite3.Error) -> str:
+    """What went wrong with the manifest and what to do about it."""
+    text = str(exc)
+    if "full" in text or "readonly" in text or "unable to open" in text or "disk I/O" in text:
+        return (f"could not write the manifest {path} ({text}); free disk space or make {path.parent} "
+                "writable, then sync again: the indexes as they were stay usable")
+    return f"the manifest {path} is unreadable ({text}); run `footnotes reindex` to rebuild it from your documents"
 
 
 def now() -> float:

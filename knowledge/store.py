@@ -3,12 +3,22 @@
 The manifest is the truth; ``reconcile`` brings Chroma and BM25 back to it after a crash, an
 interrupted ingest or a change of embedding model. The BM25 index lives in memory and is saved
 atomically to ``bm25.npz`` after every sync.
+
+Opening checks every derived index. What is cheap to rebuild is rebuilt by a writing process, with a
+warning: an unreadable or outdated ``bm25.npz`` (from the manifest's chunk texts), an embedded Chroma
+store that does not open or holds vectors that are not this embedder's (from the manifest's
+embedding cache, embedding only what the cache lacks). A reader, and a broken manifest, get an
+IndexError_ that says what to run. A write that fails (disk full, permission denied) is an IndexError_
+naming the index; the indexes as they were stay usable and the next sync reconciles first.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +32,9 @@ from .errors import IndexError_
 from .manifest import Manifest
 from .progress import NoProgress, Progress
 from .types import INDEX_TEXT_VERSION, Chunk, Failure
+
+log = logging.getLogger(__name__)
+_PROBE_MIN_SIMILARITY = 0.99  # a chunk's stored vector against its cached one: equal up to float error
 
 
 @dataclass(frozen=True)
@@ -57,8 +70,10 @@ class KnowledgeStore:
         self.embedder = embedder
         self.lock = threading.RLock()
         self.sync_lock = threading.RLock()
+        self.write = write
+        self.dirty = False  # a write failed: the next sync reconciles before it starts
         self.manifest = Manifest(self.data_dir / "manifest.sqlite3")
-        self.dense = DenseIndex(config.index, self.data_dir, embedder)
+        self.dense = self._open_dense()
         self.bm25_path = self.data_dir / "bm25.npz"
         self.bm25 = self._load_bm25()
 
@@ -67,11 +82,30 @@ class KnowledgeStore:
             return BM25Index()
         try:
             return BM25Index.load(self.bm25_path)
-        except IndexError_:
-            return BM25Index()  # derived data: rebuilt from the manifest by reconcile
+        except IndexError_ as exc:  # derived data: rebuilt from the manifest by reconcile
+            log.warning("%s; rebuilding it from the manifest", exc)
+            return BM25Index()
+
+    def _open_dense(self) -> DenseIndex:
+        """The Chroma collection, checked; an embedded store that fails is rebuilt by a writer."""
+        dense = None
+        try:
+            dense = DenseIndex(self.config.index, self.data_dir, self.embedder)
+            dense.count()  # a damaged store opens, then fails on first use
+            return dense
+        except Exception as exc:  # noqa: BLE001 - chromadb raises bare and internal errors for damaged stores
+            if dense is not None:
+                dense.close()
+            problem = f"the Chroma store in {self.data_dir / 'chroma'} is unusable ({_first_line(exc)})"
+            if not self.write or self.config.index.chroma != "embedded":
+                raise IndexError_(f"{problem}; run `footnotes reindex` to rebuild it") from None
+            log.warning("%s; rebuilding it from the manifest and the embedding cache", problem)
+        _remove_embedded_chroma(self.data_dir / "chroma")
+        return DenseIndex(self.config.index, self.data_dir, self.embedder)
 
     def close(self) -> None:
         self.manifest.close()
+        self.dense.close()
         if self._writer_lock is not None:
             self._writer_lock.close()  # releases the flock
             self._writer_lock = None
@@ -101,7 +135,7 @@ class KnowledgeStore:
         """Put chunks into both indexes (before the manifest records them)."""
         if not chunks:
             return
-        with self.lock:
+        with self.lock, self._writing("the dense index (Chroma)"):
             self.dense.upsert([c.chunk_id for c in chunks], vectors, [c.doc_id for c in chunks])
             self.bm25.add_many((c.chunk_id, c.index_text) for c in chunks if c.chunk_id not in self.bm25)
 
@@ -109,13 +143,29 @@ class KnowledgeStore:
         """Take chunks out of both indexes (after the manifest forgot them)."""
         if not chunk_ids:
             return
-        with self.lock:
+        with self.lock, self._writing("the dense index (Chroma)"):
             self.dense.delete(chunk_ids)
             self.bm25.remove_many([c for c in chunk_ids if c in self.bm25])
 
     def save(self) -> None:
-        with self.lock:
+        with self.lock, self._writing(f"the BM25 index {self.bm25_path}"):
             self.bm25.save(self.bm25_path)
+
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """An OSError (disk full, permission denied) becomes an IndexError_ naming ``what``; any failure
+        marks the store dirty so the next sync reconciles."""
+        try:
+            yield
+        except OSError as exc:
+            self.dirty = True
+            raise IndexError_(
+                f"could not write {what} ({exc.strerror or exc}); free disk space or make {self.data_dir} "
+                "writable, then sync again: the indexes as they were stay usable"
+            ) from None
+        except BaseException:
+            self.dirty = True
+            raise
 
     # -- consistency --------------------------------------------------------------------------
     def reconcile(self, progress: Progress | None = None, write: bool = True) -> dict[str, int]:
@@ -125,34 +175,78 @@ class KnowledgeStore:
         index is fixed; Chroma is left alone (hits are always assembled from the manifest).
         """
         with self.sync_lock:
-            signature = f"{self.embedder.name}|index-text-v{INDEX_TEXT_VERSION}"
-            if write and self.manifest.get_meta("embedding_model") != signature:
-                if self.dense.count():
-                    self.dense.reset()
-                with self.lock:
-                    self.bm25 = BM25Index()
-                self.manifest.set_meta("embedding_model", signature)
+            self._check_embedder(write)
             truth = self.manifest.all_chunk_ids()
-            fixed = {"bm25_added": 0, "bm25_removed": 0, "dense_added": 0, "dense_removed": 0}
             in_bm25 = self.bm25.ids()
             extra, missing = in_bm25 - truth, truth - in_bm25
             with self.lock:
                 self.bm25.remove_many(list(extra))
                 self.bm25.add_many((c.chunk_id, c.index_text) for c in self.manifest.chunks(missing).values())
-            fixed.update(bm25_added=len(missing), bm25_removed=len(extra))
+            fixed = {"bm25_added": len(missing), "bm25_removed": len(extra), "dense_added": 0, "dense_removed": 0}
             if write:
-                in_dense = self.dense.ids()
-                extra_d, missing_d = in_dense - truth, truth - in_dense
-                self.dense.delete(list(extra_d))
-                chunks = list(self.manifest.chunks(missing_d).values())
-                for lo in range(0, len(chunks), 2000):
-                    part = chunks[lo : lo + 2000]
-                    self.dense.upsert([c.chunk_id for c in part], self.embed_chunks(part, progress)[0],
-                                      [c.doc_id for c in part])
-                fixed.update(dense_added=len(missing_d), dense_removed=len(extra_d))
+                fixed.update(self._fix_dense(truth, progress))
+                if not self._dense_vectors_are_ours():
+                    log.warning("the Chroma store in %s holds vectors that are not %s's; re-adding them from "
+                                "the embedding cache", self.data_dir, self.embedder.name)
+                    self.dense.reset()
+                    fixed.update(self._fix_dense(truth, progress))
                 if extra or missing:
                     self.save()
+                self.dirty = False
+            elif not self._dense_vectors_are_ours():
+                raise IndexError_(f"the Chroma store in {self.data_dir} holds vectors that are not "
+                                  f"{self.embedder.name}'s; run `footnotes reindex` to rebuild it")
             return fixed
+
+    def _fix_dense(self, truth: set[str], progress: Progress | None) -> dict[str, int]:
+        """Delete Chroma's orphans and add the manifest's chunks it lacks (vectors from the cache)."""
+        in_dense = self.dense.ids()
+        extra, missing = in_dense - truth, truth - in_dense
+        self.dense.delete(list(extra))
+        chunks = list(self.manifest.chunks(missing).values())
+        for lo in range(0, len(chunks), 2000):
+            part = chunks[lo : lo + 2000]
+            self.dense.upsert([c.chunk_id for c in part], self.embed_chunks(part, progress)[0], [c.doc_id for c in part])
+        return {"dense_added": len(missing), "dense_removed": len(extra)}
+
+    def _check_embedder(self, write: bool) -> None:
+        """Indexes built with another embedding model (or dtype, or index text) are dropped by a writer
+        and re-embedded; a reader is told, instead of searching vectors of another model."""
+        signature = f"{self.embedder.name}|index-text-v{INDEX_TEXT_VERSION}"
+        stored = self.manifest.get_meta("embedding_model")
+        if stored == signature:
+            return
+        if not write:
+            if stored is not None:
+                raise IndexError_(
+                    f"the indexes in {self.data_dir} were built with {stored.split('|')[0]}, the config asks for "
+                    f"{self.embedder.name}; run `footnotes reindex` (or restart `footnotes watch`/`serve`) to "
+                    "re-embed, or set embedding.model and embedding.dtype back"
+                )
+            return
+        if self.dense.count():
+            self.dense.reset()
+        with self.lock:
+            self.bm25 = BM25Index()
+        self.manifest.set_meta("embedding_model", signature)
+
+    def _dense_vectors_are_ours(self) -> bool:
+        """Probe one chunk: its vector in Chroma must be the one the embedding cache holds for its text.
+
+        Catches a Chroma store copied from elsewhere or damaged vectors, which would otherwise give
+        plausible but wrong hits. True when there is nothing to compare (an empty manifest, a text not
+        in the cache, a chunk Chroma lacks)."""
+        chunk = self.manifest.any_chunk()
+        if chunk is None:
+            return True
+        cached = self.manifest.cached_embeddings(self.embedder.name, [text_hash(chunk.index_text)], self.embedder.dim)
+        if not cached:
+            return True
+        try:
+            found = self.dense.search(next(iter(cached.values())), 1, [chunk.chunk_id])
+        except Exception:  # noqa: BLE001 - chromadb raises when the id is missing (a gap): nothing to compare
+            return True
+        return not found or found[0][0] != chunk.chunk_id or found[0][1] >= _PROBE_MIN_SIMILARITY
 
     def status(self) -> Status:
         with self.lock:
@@ -164,6 +258,18 @@ class KnowledgeStore:
                 failed=tuple(self.manifest.failures()),
                 last_sync=self.manifest.get_meta("last_sync"),
             )
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _remove_embedded_chroma(path: Path) -> None:
+    """Delete an embedded Chroma store (its client must be closed)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _take_writer_lock(data_dir: Path):

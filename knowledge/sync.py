@@ -47,23 +47,32 @@ class Syncer:
         """Sync everything (``change`` None or ``everything``) or just the documents a change names."""
         progress = progress or NoProgress()
         with self.store.sync_lock:
-            full = change is None or change.everything
-            rechunk = self.store.manifest.get_meta(f"chunking:{self.name}") != self._chunking_signature
-            current, gone = self._diff(change, full)
-            work = [ref for ref in current if self._stale(ref, force=rechunk and full)]
-            unchanged = len(current) - len(work)
-            for doc_id in gone:
-                self._remove(doc_id)
-            report = self._apply(work, progress)
-            self.store.save()
-            stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-            self.store.manifest.set_meta("last_sync", stamp)
-            if full:
-                self.store.manifest.set_meta(f"chunking:{self.name}", self._chunking_signature)
+            if self.store.dirty:  # a write failed last time: orphans or gaps may be left
+                self.store.reconcile(progress)
+            try:
+                unchanged, gone, report = self._sync(change, progress)
+            except BaseException:
+                self.store.dirty = True
+                raise
         return SyncReport(
             added=report["added"], updated=report["updated"], removed=tuple(gone), unchanged=unchanged,
             failed=report["failed"], chunks_embedded=report["embedded"], chunks_reused=report["reused"],
         )
+
+    def _sync(self, change: Change | None, progress: Progress) -> tuple[int, list[str], dict]:
+        full = change is None or change.everything
+        rechunk = self.store.manifest.get_meta(f"chunking:{self.name}") != self._chunking_signature
+        current, gone = self._diff(change, full)
+        work = [ref for ref in current if self._stale(ref, force=rechunk and full)]
+        for doc_id in gone:
+            self._remove(doc_id)
+        report = self._apply(work, progress)
+        self.store.save()
+        stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        self.store.manifest.set_meta("last_sync", stamp)
+        if full:
+            self.store.manifest.set_meta(f"chunking:{self.name}", self._chunking_signature)
+        return len(current) - len(work), gone, report
 
     # -- deciding what to do ------------------------------------------------------------------
     def _diff(self, change: Change | None, full: bool) -> tuple[list[DocumentRef], list[str]]:

@@ -3,8 +3,9 @@
 Every event only marks paths dirty; once no event has arrived for ``debounce`` seconds the dirty
 set is reported as one Change. A file is read when it has been closed (or when a burst of writes
 stopped), editors' write-temp-then-rename saves arrive as a move onto the real name, and a moved or
-deleted directory is reported as a whole sub-tree. A periodic full rescan is the safety net for
-lost events (an inotify queue overflow).
+deleted directory is reported as a whole sub-tree. Lost events mean a full rescan: when the kernel's
+inotify queue overflows (watchdog only logs it, it sends no event), on an event of a kind we do not
+know, and periodically, as a safety net.
 """
 
 from __future__ import annotations
@@ -27,6 +28,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+_KNOWN_EVENTS = frozenset({"created", "modified", "attrib", "deleted", "moved", "closed"})
+_WATCHDOG_LOGGER = "watchdog.observers.inotify_c"  # logs "Inotify queue overflowed; filesystem events were lost"
+
+
+class _OverflowAlarm(logging.Handler):
+    """Marks everything dirty when watchdog reports that the inotify queue overflowed."""
+
+    def __init__(self, dirty: _DirtySet) -> None:
+        super().__init__(logging.WARNING)
+        self.dirty = dirty
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.dirty.mark_everything()
+
+
 class _DirtySet(FileSystemEventHandler):
     """Collects the document ids and sub-trees that events touched."""
 
@@ -40,7 +57,11 @@ class _DirtySet(FileSystemEventHandler):
         self.everything = False
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write") or (event.is_directory and event.event_type == "modified"):
+        if event.event_type in ("opened", "closed_no_write") or (event.is_directory and event.event_type in ("modified", "attrib")):
+            return
+        if event.event_type not in _KNOWN_EVENTS:
+            log.warning("unexpected file event %r: rescanning the whole folder", event)
+            self.mark_everything()
             return
         paths = [event.src_path] + ([event.dest_path] if getattr(event, "dest_path", "") else [])
         with self.lock:
@@ -77,6 +98,8 @@ def watch_folder(source: FolderSource, on_change: Callable[[Change], None], stop
                  debounce: float = 0.4, rescan_seconds: float = 300.0, retry_seconds: float = 5.0) -> None:
     """Report changes under ``source.root`` until ``stop`` is set. Blocks; run it in a thread."""
     dirty = _DirtySet(source)
+    alarm = _OverflowAlarm(dirty)
+    logging.getLogger(_WATCHDOG_LOGGER).addHandler(alarm)
     observer = Observer()
     observer.schedule(dirty, str(source.root), recursive=True)
     observer.start()
@@ -102,5 +125,6 @@ def watch_folder(source: FolderSource, on_change: Callable[[Change], None], stop
                 stop.wait(retry_seconds)
                 dirty.mark_everything()
     finally:
+        logging.getLogger(_WATCHDOG_LOGGER).removeHandler(alarm)
         observer.stop()
         observer.join(timeout=5)
