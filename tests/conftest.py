@@ -11,13 +11,28 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import dataclasses  # noqa: E402
+import urllib.parse  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from knowledge.config import ChunkingConfig, KnowledgeConfig  # noqa: E402
+from knowledge.config import ChunkingConfig, IndexConfig, KnowledgeConfig  # noqa: E402
 from knowledge.kb import KnowledgeBase  # noqa: E402
 from tests.fakes import HashingEmbedder  # noqa: E402
+
+
+# `make test` runs the knowledge tests a second time with this set to a real `chroma run` server's URL
+# (scripts/chroma_server.py): every store the fixtures open then keeps its vectors on that server.
+CHROMA_SERVER = os.environ.get("FOOTNOTES_TEST_CHROMA", "")
+embedded_only = pytest.mark.skipif(bool(CHROMA_SERVER), reason="about the embedded Chroma store on disk")
+
+
+def tests_index_config() -> IndexConfig:
+    """The dense index of the test fixtures: embedded, or the server $FOOTNOTES_TEST_CHROMA names."""
+    if not CHROMA_SERVER:
+        return IndexConfig()
+    url = urllib.parse.urlsplit(CHROMA_SERVER)
+    return IndexConfig(chroma="http", chroma_host=url.hostname or "127.0.0.1", chroma_port=url.port or 8000)
 
 
 def small_config(**sources) -> KnowledgeConfig:
@@ -26,6 +41,7 @@ def small_config(**sources) -> KnowledgeConfig:
     return dataclasses.replace(
         base,
         chunking=ChunkingConfig(size_tokens=40, overlap_tokens=5),
+        index=tests_index_config(),
         sources=dataclasses.replace(base.sources, kinds=("folder",), **sources),
     )
 
