@@ -66,7 +66,7 @@ class KnowledgeStore:
         self.config = config
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._writer_lock = _take_writer_lock(self.data_dir) if write else None
+        self._writer_lock = take_writer_lock(self.data_dir) if write else None
         self.embedder = embedder
         self.lock = threading.RLock()
         self.sync_lock = threading.RLock()
@@ -96,10 +96,13 @@ class KnowledgeStore:
         except Exception as exc:  # noqa: BLE001 - chromadb raises bare and internal errors for damaged stores
             if dense is not None:
                 dense.close()
-            problem = f"the Chroma store in {self.data_dir / 'chroma'} is unusable ({_first_line(exc)})"
             if not self.write or self.config.index.chroma != "embedded":
-                raise IndexError_(f"{problem}; run `footnotes reindex` to rebuild it") from None
-            log.warning("%s; rebuilding it from the manifest and the embedding cache", problem)
+                if isinstance(exc, IndexError_):
+                    raise
+                raise IndexError_(f"the Chroma store in {self.data_dir / 'chroma'} is unusable "
+                                  f"({_first_line(exc)}); run `footnotes reindex` to rebuild it") from None
+            log.warning("the Chroma store in %s is unusable (%s); rebuilding it from the manifest and the "
+                        "embedding cache", self.data_dir / "chroma", _first_line(exc))
         _remove_embedded_chroma(self.data_dir / "chroma")
         return DenseIndex(self.config.index, self.data_dir, self.embedder)
 
@@ -265,14 +268,20 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _remove_embedded_chroma(path: Path) -> None:
-    """Delete an embedded Chroma store (its client must be closed)."""
+    """Delete an embedded Chroma store (its client must be closed).
+
+    chromadb keeps one client system per path in the process, even one that failed to start: that
+    one is forgotten too, or the new store would be opened through it."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    SharedSystemClient._identifier_to_system.pop(str(path), None)  # noqa: SLF001 - no public way
     if path.is_dir():
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
 
 
-def _take_writer_lock(data_dir: Path):
+def take_writer_lock(data_dir: Path):
     """One writing process per data dir: a second one is told which process holds it."""
     import fcntl
     import os

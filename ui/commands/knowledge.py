@@ -140,15 +140,45 @@ def cmd_status(args, ctx) -> int:
 
 
 def cmd_reindex(args, ctx) -> int:
-    from knowledge.reindex import wipe_indexes
+    """Wipe every derived index (manifest, Chroma, BM25, kNN-LM datastore) and rebuild it from the sources."""
+    from knowledge.errors import ConfigError
+    from knowledge.reindex import recorded_folder, wipe_indexes
+    from knowledge.store import take_writer_lock
 
-    folder = wipe_indexes(ctx.data_dir, ctx.config.knowledge)
-    kb = open_kb(ctx, args.path or folder)
+    knowledge = ctx.config.knowledge
+    folder = args.path or knowledge.sources.folder or recorded_folder(ctx.data_dir)
+    if folder and not Path(folder).expanduser().is_dir():
+        raise ConfigError(f"the knowledge folder {folder} does not exist; run `footnotes reindex PATH`")
+    if not folder and not ("web" in knowledge.sources.kinds and knowledge.sources.urls):
+        raise ConfigError("reindex does not know which folder to rebuild from; run `footnotes reindex PATH`")
+    had_knn = (ctx.data_dir / "knn" / "meta.json").exists()
+    ctx.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = take_writer_lock(ctx.data_dir)  # never wipe under a running watcher or server
+    try:
+        wipe_indexes(ctx.data_dir, knowledge)
+    finally:
+        lock.close()
+    print(f"indexes in {ctx.data_dir} wiped; rebuilding from {folder or 'the configured URLs'}", file=sys.stderr)
+    kb = open_kb(ctx, folder)
     try:
         progress = TqdmProgress()
         for report in kb.sync(progress):
             print_report(report)
         progress.close()
+        if had_knn:
+            _rebuild_datastore(ctx, kb)
         return 0
     finally:
         kb.close()
+
+
+def _rebuild_datastore(ctx, kb: KnowledgeBase) -> None:
+    """Build the kNN-LM datastore again (it existed before the wipe), with progress."""
+    from assistant.generator import Generator
+    from assistant.modes.base import ModeResources
+
+    from .knn_eval import build_datastore
+
+    resources = ModeResources(kb.store, kb.data_dir, knn=ctx.config.assistant.knn)
+    build_datastore(resources, Generator.from_config(ctx.config.assistant.generator))
+    print(f"kNN-LM datastore rebuilt: {kb.data_dir / 'knn'}", file=sys.stderr)
