@@ -261,3 +261,106 @@ def test_embedding_model_change_re_embeds_for_a_writer_and_stops_a_reader(folder
     finally:
         writer.close()
     reopen(data, folder, write=False, embedder=HashingEmbedder(dim=32)).close()  # readers are welcome again
+
+
+# -- a write that fails mid-way ------------------------------------------------------------------------
+class _FullDisk:
+    """An SQLite connection whose ``n``-th write of document chunks fails as SQLite fails on a full disk."""
+
+    def __init__(self, db: sqlite3.Connection, n: int) -> None:
+        self.db, self.left = db, n
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+    def executemany(self, sql, rows):
+        if sql.startswith("INSERT INTO chunks"):
+            self.left -= 1
+            if self.left == 0:
+                raise sqlite3.OperationalError("database or disk is full")
+        return self.db.executemany(sql, rows)
+
+
+def _fail_bm25_save(monkeypatch):
+    real = BM25Index.save
+
+    def save(self, path):
+        real(self, Path(path).with_suffix(".partial.npz"))  # half the work is done, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(BM25Index, "save", save)
+
+
+def _fail_chroma_upsert(monkeypatch):
+    real = DenseIndex.upsert
+
+    def upsert(self, ids, vectors, doc_ids):
+        half = len(ids) // 2
+        real(self, ids[:half], vectors[:half], doc_ids[:half])
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "chroma.sqlite3")
+
+    monkeypatch.setattr(DenseIndex, "upsert", upsert)
+
+
+def _fail_manifest(monkeypatch, kb):
+    monkeypatch.setattr(kb.store.manifest, "_db", _FullDisk(kb.store.manifest._db, n=3))
+
+
+FAILURES = {
+    "bm25 save, disk full": (_fail_bm25_save, "could not write the BM25 index", "No space left on device"),
+    "chroma upsert, permission denied": (_fail_chroma_upsert, "could not write the dense index (Chroma)",
+                                         "Permission denied"),
+    "manifest, disk full": (_fail_manifest, "could not write the manifest", "database or disk is full"),
+}
+
+
+@pytest.mark.parametrize("case", FAILURES)
+def test_failed_write_is_reported_keeps_the_old_state_and_the_next_sync_converges(case, folder, open_kb, tmp_path,
+                                                                                   monkeypatch):
+    inject, which, why = FAILURES[case]
+    make_corpus(folder, 12, seed=11)
+    (folder / "kettle.md").write_text("# Kettle\n\nThe kettle whistles when the water boils.\n")
+    kb = open_kb()
+    kb.sync()
+    before = kb.store.manifest.all_chunk_ids()
+    make_corpus(folder, 16, seed=12)  # 12 edited, 4 new
+    (folder / "d000.md").unlink()
+    (folder / "teapot.md").write_text("# Teapot\n\nA teapot keeps the brew warm.\n")
+    with monkeypatch.context() as patch:
+        inject(patch, kb) if case.startswith("manifest") else inject(patch)
+        with pytest.raises(IndexError_) as failed:
+            kb.sync()
+    message = str(failed.value)
+    assert which in message and why in message and "free disk space" in message and "sync again" in message
+    assert kb.store.dirty
+    # the indexes as they were still answer, and nothing half-written is served
+    hits = kb.retriever.search("kettle whistles", 3)
+    assert hits[0].source == "kettle.md"
+    known = kb.store.manifest.all_chunk_ids()
+    assert all(h.chunk.chunk_id in known for h in kb.retriever.search("w1 w2 w3 teapot brew", 20))
+    if case.startswith("bm25"):
+        assert len(BM25Index.load(tmp_path / "data" / "bm25.npz").ids() & before) == len(before)  # old file intact
+    kb.sync()  # the disk has room again
+    assert not kb.store.dirty
+    assert_consistent(kb)
+    assert kb.store.manifest.all_chunk_ids() == fresh_chunk_ids(folder, tmp_path)
+    assert kb.retriever.search("teapot brew", 1)[0].source == "teapot.md"
+
+
+def test_failed_ingest_is_one_clear_line_on_the_command_line(folder, tmp_path, monkeypatch, capsys):
+    import knowledge.kb
+    from ui.cli import main
+
+    monkeypatch.setattr(knowledge.kb, "SentenceTransformerEmbedder", lambda config: HashingEmbedder())
+    config = tmp_path / "footnotes.toml"
+    config.write_text(CONFIG)
+    make_corpus(folder, 5, seed=13)
+    _fail_bm25_save(monkeypatch)
+    argv = ["--config", str(config), "--data-dir", str(tmp_path / "data"), "ingest", str(folder)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("footnotes: error: could not write the BM25 index") and "No space left" in err[-1]
+    monkeypatch.undo()
+    monkeypatch.setattr(knowledge.kb, "SentenceTransformerEmbedder", lambda config: HashingEmbedder())
+    assert main(argv) == 0
+    assert_matches_folder(tmp_path / "data", folder, tmp_path)
