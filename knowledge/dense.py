@@ -197,15 +197,14 @@ class DenseIndex:
     @_reports_server_down
     def search(self, vector: np.ndarray, k: int, allowed: Sequence[str] | None = None) -> list[tuple[str, float]]:
         """Top-k (chunk id, cosine similarity) for a query vector (D,); ``allowed`` restricts the ids."""
-        total = self.count()
-        if total == 0 or k <= 0 or (allowed is not None and not allowed):
-            return []
+        if k <= 0 or (allowed is not None and not allowed):
+            return []  # (Chroma returns fewer than n_results when it holds fewer: no count() round trip)
         kwargs: dict[str, Any] = {}
         if allowed is not None:
             kwargs["ids"] = list(allowed)
         res = self._collection.query(
             query_embeddings=[np.asarray(vector, dtype=np.float32)],
-            n_results=min(k, total if allowed is None else len(allowed)),
+            n_results=k if allowed is None else min(k, len(allowed)),
             include=["distances"],
             **kwargs,
         )
