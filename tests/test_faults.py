@@ -364,3 +364,98 @@ def test_failed_ingest_is_one_clear_line_on_the_command_line(folder, tmp_path, m
     monkeypatch.setattr(knowledge.kb, "SentenceTransformerEmbedder", lambda config: HashingEmbedder())
     assert main(argv) == 0
     assert_matches_folder(tmp_path / "data", folder, tmp_path)
+
+
+# -- the watcher: a burst of 1,000 events, and lost events ---------------------------------------------
+def folder_state(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in folder.rglob("*.md") if p.is_file()}
+
+
+def index_state(kb) -> dict[str, str]:
+    return {d.doc_id: d.version for d in kb.store.manifest.documents() if d.status == "indexed"}
+
+
+def wait_for(condition, timeout: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+@pytest.fixture
+def watching(folder, tmp_path):
+    import threading
+
+    kb = KnowledgeBase.open(small_config(rescan_seconds=3600.0), tmp_path / "data", folder=folder,
+                            embedder=HashingEmbedder())
+    kb.sync()
+    stop, synced = threading.Event(), threading.Event()
+    threads = kb.watch(stop, on_report=lambda report: synced.set())
+    assert synced.wait(10)  # the catch-up sync every watcher starts with is done: from now on, events only
+    yield kb
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+    kb.close()
+
+
+def test_a_burst_of_1000_file_events_converges(folder, watching):
+    import random
+
+    make_corpus(folder, 30, seed=20)
+    rng = random.Random(21)
+    words = [f"w{i}" for i in range(300)]
+    (folder / "sub").mkdir()
+    for i in range(1000):  # creates, edits, renames (also into and out of a sub-folder), deletes
+        files = sorted(folder.rglob("*.md"))
+        op = rng.choice(["create", "edit", "rename", "delete"]) if len(files) > 10 else "create"
+        if op == "create":
+            (rng.choice([folder, folder / "sub"]) / f"n{i}.md").write_text(" ".join(rng.choices(words, k=30)))
+        elif op == "edit":
+            rng.choice(files).write_text(" ".join(rng.choices(words, k=rng.randint(5, 60))))
+        elif op == "rename":
+            rng.choice(files).rename(rng.choice([folder, folder / "sub"]) / f"m{i}.md")
+        else:
+            rng.choice(files).unlink()
+    assert wait_for(lambda: index_state(watching) == folder_state(folder), 60)
+    assert_consistent(watching)
+
+
+def test_inotify_queue_overflow_triggers_a_full_rescan(folder, watching, monkeypatch):
+    import time
+
+    from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, InotifyFD
+
+    from knowledge import watcher
+
+    with monkeypatch.context() as lost:  # the kernel drops these events
+        lost.setattr(watcher._DirtySet, "on_any_event", lambda self, event: None)
+        make_corpus(folder, 8, seed=22)
+        (folder / "kettle.md").write_text("# Kettle\n\nThe kettle whistles when the water boils.\n")
+        time.sleep(1.5)  # longer than the debounce: nothing was seen, nothing synced
+    assert "kettle.md" not in index_state(watching)
+    # what the kernel sends when its queue overflowed, through watchdog's own handling of it
+    InotifyFD.get_instance().handle_event(InotifyEvent(-1, InotifyConstants.IN_Q_OVERFLOW, 0, b""))
+    assert wait_for(lambda: index_state(watching) == folder_state(folder), 15)
+    assert_consistent(watching)
+
+
+def test_an_unknown_event_kind_means_rescan_everything(folder):
+    from watchdog.events import FileSystemEvent
+
+    from knowledge.sources.folder import FolderSource
+    from knowledge.watcher import _DirtySet
+
+    class Mystery(FileSystemEvent):
+        event_type = "mystery"
+
+    dirty = _DirtySet(FolderSource(folder))
+    dirty.on_any_event(Mystery(str(folder / "a.md")))
+    assert dirty.take().everything
