@@ -113,7 +113,7 @@ def _client(config: IndexConfig, data_dir: Path):
 
 
 def _reports_server_down(method: Callable[..., T]) -> Callable[..., T]:
-    """A Chroma server that stops answering becomes one clear IndexError_, not a stack trace.
+    """A Chroma server that stops answering, or lost this data dir's collection, is one clear IndexError_.
 
     The HTTP client reconnects by itself: the next call after the server is back works."""
 
@@ -123,6 +123,12 @@ def _reports_server_down(method: Callable[..., T]) -> Callable[..., T]:
             return method(self, *args, **kwargs)
         except self._unreachable as exc:
             raise _server_down(self.config, exc) from None
+        except self._gone:
+            raise IndexError_(
+                f"the collection {self.name} is gone from the Chroma server at http://{self.config.chroma_host}:"
+                f"{self.config.chroma_port} (the server lost its data, or the collection was deleted); restart "
+                "Footnotes: opening refills it from the manifest's embedding cache (or run `footnotes reindex`)"
+            ) from None
 
     return wrapper
 
@@ -133,10 +139,12 @@ class DenseIndex:
     def __init__(self, config: IndexConfig, data_dir: Path, embedder: Embedder | None = None) -> None:
         self.config = config
         self._unreachable: tuple[type[Exception], ...] = ()
+        self._gone: tuple[type[Exception], ...] = ()
         if config.chroma == "http":
             import httpx  # Chroma's HTTP client: connection refused, reset, timed out
+            from chromadb.errors import NotFoundError
 
-            self._unreachable = (httpx.TransportError,)
+            self._unreachable, self._gone = (httpx.TransportError,), (NotFoundError,)
         self.name = collection_name(config, Path(data_dir))
         self._client = _client(config, data_dir)
         self._ef = _OwnEmbeddingFunction(embedder)

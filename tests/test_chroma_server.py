@@ -117,6 +117,24 @@ def test_a_delete_while_the_server_is_down_never_serves_the_deleted_text(server,
     assert_consistent(kb)  # the next sync reconciled what the failed one left
 
 
+def test_a_server_that_lost_its_data_is_a_clear_error_and_reopening_refills_it(server, config, folder, open_kb):
+    write(folder, DOCS)
+    kb = open_kb(config)
+    kb.sync()
+    server.stop()
+    blank = ChromaServer(server.path.parent / "blank", server.port).start()  # same port, empty data
+    try:
+        with pytest.raises(IndexError_, match="is gone from the Chroma server .* restart Footnotes"):
+            kb.retriever.search("Where was Marie Curie born?", 3)
+        kb.close()
+        kb = open_kb(config)
+        assert_consistent(kb)
+        assert kb.store.dense.count() == kb.store.manifest.chunk_count() > 0
+        assert sources(kb.retriever.search_dense("Where was Marie Curie born?", 1)) == ["curie.md"]
+    finally:
+        blank.stop()
+
+
 def test_open_while_the_server_is_down_is_a_clear_error(server, config, folder, tmp_path):
     server.stop()
     with pytest.raises(IndexError_) as down:
