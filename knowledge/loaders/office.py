@@ -2,7 +2,9 @@
 
 Paragraphs styled "Title" or "Heading N" are headings (Title = level 1). A .docx is a zip file:
 its declared uncompressed sizes are checked before parsing, so a zip bomb is refused unopened
-(Python's zipfile never inflates a member past its declared size).
+(Python's zipfile never inflates a member past its declared size, and a member that holds more
+fails its CRC check). The XML parts, which become element trees in memory, may unpack to at most
+``max_bytes`` (sources.max_file_bytes); all parts together to MAX_EXPANSION times that.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ _HEADING_STYLE = re.compile(r"Heading ([1-9])")
 
 
 def load_docx(doc_id: str, data: bytes, max_bytes: int) -> LoadedDocument:
-    check_zip_size(doc_id, data, MAX_EXPANSION * max_bytes)
+    check_zip_size(doc_id, data, MAX_EXPANSION * max_bytes, xml_limit=max_bytes)
     blocks = _docx_blocks(doc_id, data)
     parts: list[str] = []
     headings: list[tuple[int, int, str]] = []
@@ -37,11 +39,14 @@ def load_docx(doc_id: str, data: bytes, max_bytes: int) -> LoadedDocument:
     return LoadedDocument(doc_id=doc_id, text="\n\n".join(parts), headings=tuple(headings))
 
 
-def check_zip_size(doc_id: str, data: bytes, limit: int) -> None:
-    """Refuse a zip whose members declare more than ``limit`` bytes in total, before inflating any."""
+def check_zip_size(doc_id: str, data: bytes, limit: int, xml_limit: int | None = None) -> None:
+    """Refuse a zip whose members declare more than ``limit`` bytes in total, or whose ``.xml``/``.rels``
+    members more than ``xml_limit``, before inflating any."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            total = sum(info.file_size for info in archive.infolist())
+            members = archive.infolist()
+            total = sum(info.file_size for info in members)
+            xml = sum(info.file_size for info in members if info.filename.lower().endswith((".xml", ".rels")))
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise DocumentError(
             f"{doc_id} is not a valid .docx (not a readable zip file: {exc}); re-save it from your word processor"
@@ -60,12 +65,13 @@ def _docx_blocks(doc_id: str, data: bytes) -> list[tuple[str, int]]:
 
     try:
         document = docx.Document(io.BytesIO(data))
+        levels = _heading_levels(document)
         blocks = []
         for item in document.iter_inner_content():
             if isinstance(item, Table):
                 blocks.extend((row, 0) for row in _table_rows(item))
-            elif item.text.strip():
-                blocks.append((item.text.strip(), _heading_level(item)))
+            elif text := item.text.strip():
+                blocks.append((text, levels.get(item._p.style, levels.get(None, 0))))
         return blocks
     except Exception as exc:  # python-docx/lxml raise many types on damaged files; this document fails only
         raise DocumentError(
@@ -87,8 +93,21 @@ def _table_rows(table) -> list[str]:
     return rows
 
 
-def _heading_level(paragraph) -> int:
-    name = paragraph.style.name if paragraph.style is not None else ""
+def _heading_levels(document) -> dict[str | None, int]:
+    """Heading level of each paragraph style id (None: the default style, also used for unknown ids), found once:
+    python-docx's ``paragraph.style`` scans every style on each call (minutes on a long document)."""
+    from docx.enum.style import WD_STYLE_TYPE
+
+    levels: dict[str | None, int] = {}
+    for style in document.styles:
+        if style.type == WD_STYLE_TYPE.PARAGRAPH:
+            levels[style.style_id] = _heading_level(style.name or "")
+            if style.element.default:  # the last default wins, as in Word
+                levels[None] = levels[style.style_id]
+    return levels
+
+
+def _heading_level(name: str) -> int:
     if name == "Title":
         return 1
     m = _HEADING_STYLE.fullmatch(name)
