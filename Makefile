@@ -31,9 +31,9 @@ test: install browser-deps
 	$(MAKE) --no-print-directory test-chroma-server
 
 # The knowledge tests again, with the dense index on a real `chroma run` server on 127.0.0.1 that
-# scripts/chroma_server.py starts, names in $FOOTNOTES_TEST_CHROMA and stops (about 1 min).
+# scripts/chroma_server.py starts, names in $FOOTNOTES_TEST_CHROMA and stops (about 2 min).
 CHROMA_SERVER_TESTS := tests/test_sync.py tests/test_watcher.py tests/test_crash_safety.py tests/test_fusion.py \
-	tests/test_chroma_server.py::test_the_fixtures_keep_their_vectors_on_the_named_server
+	tests/test_faults.py tests/test_chroma_server.py::test_the_fixtures_keep_their_vectors_on_the_named_server
 test-chroma-server: install
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/chroma_server.py run -- \
 		$(BIN)/pytest -q -p no:cacheprovider $(CHROMA_SERVER_TESTS)
