@@ -56,6 +56,11 @@ def check_zip_size(doc_id: str, data: bytes, limit: int, xml_limit: int | None =
             f"{doc_id} unpacks to {total:,} bytes, more than {MAX_EXPANSION}× sources.max_file_bytes "
             f"({limit:,} bytes): refused as a possible zip bomb; raise sources.max_file_bytes if the file is genuine"
         )
+    if xml_limit is not None and xml > xml_limit:
+        raise DocumentError(
+            f"{doc_id} holds {xml:,} bytes of XML once unpacked, more than sources.max_file_bytes ({xml_limit:,} "
+            "bytes): refused as a possible zip bomb; split the document or raise sources.max_file_bytes if genuine"
+        )
 
 
 def _docx_blocks(doc_id: str, data: bytes) -> list[tuple[str, int]]:
