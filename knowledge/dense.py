@@ -207,6 +207,17 @@ class DenseIndex:
         """Top-k (chunk id, cosine similarity) for a query vector (D,); ``allowed`` restricts the ids."""
         if k <= 0 or (allowed is not None and not allowed):
             return []  # (Chroma returns fewer than n_results when it holds fewer: no count() round trip)
+        try:
+            return self._query(vector, k, allowed)
+        except Exception as exc:  # chromadb raises InternalError("Error finding id") for an id it lacks
+            if allowed is None or "finding id" not in str(exc):
+                raise
+        # Another process's manifest is ahead of Chroma (a crash before the writer reconciled): search
+        # among the allowed ids Chroma holds; the writer fills the gap when it opens.
+        held = self._collection.get(ids=list(allowed), include=[])["ids"]
+        return self._query(vector, k, held) if held else []
+
+    def _query(self, vector: np.ndarray, k: int, allowed: Sequence[str] | None) -> list[tuple[str, float]]:
         kwargs: dict[str, Any] = {}
         if allowed is not None:
             kwargs["ids"] = list(allowed)

@@ -220,6 +220,21 @@ def test_indexes_whose_ids_disagree_with_the_manifest_are_reconciled_at_open(fol
         again.close()
 
 
+def test_filtered_dense_search_skips_ids_chroma_does_not_hold(tmp_path):
+    """A reader whose manifest is ahead of Chroma (a writer crashed before reconciling) still gets the
+    held ids' hits for a path/type filter, not chromadb's "Error finding id"."""
+    dense = DenseIndex(small_config().index, tmp_path / "data")
+    try:
+        vectors = np.eye(3, 64, dtype=np.float32)  # (3, D)
+        dense.upsert(["a", "b", "c"], vectors, ["a.md", "b.md", "c.md"])
+        hits = dense.search(vectors[1], 5, allowed=["b", "c", "missing-1", "missing-2"])
+        assert [cid for cid, _ in hits] == ["b", "c"]
+        assert hits[0][1] == pytest.approx(1.0)
+        assert dense.search(vectors[0], 5, allowed=["missing-1"]) == []
+    finally:
+        dense.close()
+
+
 def test_chroma_holding_foreign_vectors_is_caught_by_the_probe(folder, open_kb, tmp_path):
     make_corpus(folder, 15, seed=9)
     (folder / "kettle.md").write_text("# Kettle\n\nThe kettle whistles when the water boils.\n")
