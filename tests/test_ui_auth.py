@@ -157,3 +157,46 @@ def test_cross_site_writes_and_foreign_host_names_are_refused(tmp_path: Path) ->
             assert client.get("/v1/models", headers={"host": host}).status_code == 200, host
     finally:
         svc.kb.close()
+
+
+def websocket_paths(app) -> list[str]:
+    out = []
+
+    def walk(routes, prefix: str) -> None:
+        for r in routes:
+            if isinstance(r, Mount):
+                walk(r.routes, prefix + r.path)
+            elif hasattr(r, "original_router"):
+                walk(r.original_router.routes, prefix)
+            elif isinstance(r, WebSocketRoute):
+                out.append(re.sub(r"\{[^}]+\}", "x", prefix + r.path))
+    walk(app.routes, "")
+    return out
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def test_every_method_on_every_route_and_path_tricks_are_refused(app, anonymous) -> None:
+    """Any method (not only the route's own: the check comes before routing), and paths that a
+    careless prefix check would let through, all get 401 and no data."""
+    paths = sorted({path for _, path in all_paths(app)} - {"/login", "/logout"})
+    tricks = ["/v1//models", "/v1/./models", "/V1/models", "//v1/models", "/login/../v1/models", "/login/",
+              "/logout/../v1/documents", "/login%2f..%2fv1/models", "/v1/documents/..%2F..%2Fetc%2Fpasswd",
+              "/gradio_api/file=/etc/passwd", "/file=/etc/passwd", "/static/../v1/models", "/nonexistent"]
+    for path in paths + tricks:
+        for method in METHODS:
+            r = anonymous.request(method, path, headers={"accept": "application/json"})
+            assert r.status_code == 401, (method, path, r.status_code)
+            assert b"radium" not in r.content and b"root:" not in r.content
+
+
+def test_a_websocket_to_any_route_is_refused(app, anonymous) -> None:
+    """Gradio 6 declares no websocket route; any that appears (and any path at all) is refused."""
+    from starlette.websockets import WebSocketDisconnect
+
+    paths = websocket_paths(app) + sorted({path for _, path in all_paths(app)} - {"/login", "/logout"})
+    for path in paths + ["/queue/join", "/ws"]:
+        with pytest.raises(WebSocketDisconnect):
+            with anonymous.websocket_connect(path) as ws:
+                ws.receive_text()
