@@ -71,7 +71,8 @@ def percentile(values: list[float], p: float) -> float:
 class LoadResult:
     chats: Calls
     searches: Calls
-    mixed: list[str]  # chats (and searches) whose top chunk came from another question's document
+    mixed: list[str]  # chats whose answer's top chunk is not their question's document
+    search_misses: list[str]  # searches whose top hit is not their question's document
     ingest_files: int
     ingest_chunks: int
     ingest_seconds: float  # from the first file written to the last one indexed
@@ -112,7 +113,7 @@ def run_load(service: Service, facts: dict[str, tuple[str, str]], ingest: dict[s
     searches run. Returns once the chats are answered and every ingested file is indexed."""
     folder = service.folder()
     questions = [(q, name) for name, (q, _) in facts.items()]
-    chat_calls, search_calls, mixed = Calls(), Calls(), []
+    chat_calls, search_calls, mixed, misses = Calls(), Calls(), [], []
     done = threading.Event()
     start_rss = rss_mb()
     with RssSampler() as rss, watching(service), running(create_app(service, with_ui=False)) as url:
@@ -133,8 +134,10 @@ def run_load(service: Service, facts: dict[str, tuple[str, str]], ingest: dict[s
                     try:
                         r = client.post("/v1/search", json={"query": question, "k": 3})
                         failure = None if r.status_code == 200 else f"search {r.status_code}: {r.text[:200]}"
-                        if r.status_code == 200 and (not r.json() or r.json()[0]["source"] != expected):
-                            mixed.append(f"search {question!r} -> {[(h['source'], h.get('dense_score'), h.get('bm25_score')) for h in r.json()]}, expected {expected}")
+                        hits = r.json() if r.status_code == 200 else None
+                        if hits is not None and (not hits or hits[0]["source"] != expected):
+                            top = [(h["source"], h.get("dense_score"), h.get("bm25_score")) for h in hits]
+                            misses.append(f"search {question!r} -> {top}, expected {expected}")
                     except httpx.HTTPError as exc:
                         failure = f"search: {exc!r}"
                     search_calls.add(time.perf_counter() - t, failure)
@@ -178,5 +181,5 @@ def run_load(service: Service, facts: dict[str, tuple[str, str]], ingest: dict[s
         for s in searchers:
             s.join()
     chunks = sum(len(service.kb.store.manifest.document_chunks(n)) for n in ingest)
-    return LoadResult(chat_calls, search_calls, mixed, len(ingest), chunks, ingest_seconds, chat_seconds,
+    return LoadResult(chat_calls, search_calls, mixed, misses, len(ingest), chunks, ingest_seconds, chat_seconds,
                       start_rss, rss.peak)
