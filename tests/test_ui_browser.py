@@ -35,6 +35,11 @@ ZORBLAT = (f"# Village notes\n\n{FILLER}## The Zorblat festival\n\nThe Zorblat f
            "the village of Quillby. Visitors eat blue pancakes and race wooden ducks on the river.\n")
 HOSTILE = ('Glimmerford ducks are painted green. <script>window.__pwned = 1</script>'
            '<img src=x onerror="window.__pwned = 2"> <b onmouseover="window.__pwned = 3">bold</b>\n')
+# A folder file (no upload sanitising) whose name and text try to break out of attributes and elements.
+QUOTES_NAME = """glimmer"'><img src=x onerror=window.__pwned=4>.txt"""
+QUOTES = ("""Glimmerford ducks nest under the mill bridge. " onmouseover="window.__pwned=5" x=" """
+          """' onfocus='window.__pwned=6' autofocus x=' </pre></blockquote><script>window.__pwned=7</script>\n""")
+QUESTION_MARKUP = 'What colour are the Glimmerford ducks? <img src=x onerror="window.__pwned=8">'
 CONFIG = """
 [sources]
 kinds = ["folder"]
@@ -232,19 +237,38 @@ def test_upload_ask_cite_and_open_the_source(server, browser) -> None:
 
 
 def test_document_html_is_shown_as_text_and_runs_nothing(server, browser) -> None:
+    """Document text and names full of markup, and a question with markup, are shown literally in
+    the chat, the answer, the chunks, the token detail and the source view; nothing runs."""
     driver = browser  # logged in and on the chat page from the test above
+    url, work = server
+    (work / "knowledge" / QUOTES_NAME).write_text(QUOTES)  # straight into the folder: the watcher indexes it
+    click_tab(driver, "Knowledge")
+    wait(driver, lambda d: any(r.text.startswith(QUOTES_NAME) and "✓ indexed" in r.text
+                               for r in css(d, "#fn-documents tr")), 60)
+    click_tab(driver, "Chat")
     css(driver, "#fn-new-chat")[0].click()
     wait(driver, lambda d: not d.execute_script("return document.querySelectorAll('#fn-chatbot .message').length"), 30)
-    ask(driver, "What colour are the Glimmerford ducks?")
-    card = next(c for c in css(driver, "#fn-chunks-view .fn-chunk") if "glimmerford.txt" in c.text)
-    assert "<script>window.__pwned = 1</script>" in card.text and 'onerror="window.__pwned = 2"' in card.text
-    card.find_element("css selector", ".fn-open").click()
-    wait(driver, lambda d: "Glimmerford" in css(d, "#fn-source-view")[0].text, 30)
-    time.sleep(1)
-    for view in ("#fn-chunks-view", "#fn-source-view", "#fn-answer-view", "#fn-chatbot"):
-        assert not css(driver, f"{view} script, {view} img, {view} [onerror], {view} [onmouseover]"), view
-    assert "<script>" in css(driver, "#fn-source-view .fn-source-text")[0].text
-    assert driver.execute_script("return window.__pwned === undefined")
+    ask(driver, QUESTION_MARKUP)
+    cards = {name: c for c in css(driver, "#fn-chunks-view .fn-chunk")
+             for name in ("glimmerford.txt", QUOTES_NAME) if name in c.text}
+    assert set(cards) == {"glimmerford.txt", QUOTES_NAME}, [c.text[:80] for c in css(driver, "#fn-chunks-view .fn-chunk")]
+    assert "<script>window.__pwned = 1</script>" in cards["glimmerford.txt"].text
+    assert 'onerror="window.__pwned = 2"' in cards["glimmerford.txt"].text
+    assert '" onmouseover="window.__pwned=5" x="' in cards[QUOTES_NAME].text
+    assert QUESTION_MARKUP in css(driver, "#fn-chatbot")[0].text  # the question, as typed
+    css(driver, "#fn-answer-view .fn-tok")[0].click()  # the token detail lists the documents by name
+    wait(driver, lambda d: QUOTES_NAME in css(d, "#fn-token-detail")[0].text, 30)
+    views = ("#fn-chunks-view", "#fn-source-view", "#fn-answer-view", "#fn-chatbot", "#fn-token-detail", "#fn-documents")
+    for name, text in (("glimmerford.txt", "<script>window.__pwned = 1</script>"), (QUOTES_NAME, "<script>window.__pwned=7")):
+        card = next(c for c in css(driver, "#fn-chunks-view .fn-chunk") if name in c.text)
+        card.find_element("css selector", ".fn-open").click()
+        wait(driver, lambda d: name in css(d, "#fn-source-view .fn-source-head")[0].text, 30)
+        time.sleep(1)
+        assert text in css(driver, "#fn-source-view .fn-source-text")[0].text
+        for view in views:
+            bad = css(driver, f"{view} script, {view} img, {view} [onerror], {view} [onmouseover], {view} [onfocus]")
+            assert not bad, (view, [b.get_attribute("outerHTML")[:100] for b in bad])
+        assert driver.execute_script("return window.__pwned === undefined")
     screenshot(driver, "5-hostile-document", full_page=True)
 
 

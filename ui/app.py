@@ -126,6 +126,8 @@ def build_blocks(service: Service):
             with gr.Tab("Chat", id="chat"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=5):
+                        # The chatbot shows a message as (sanitised) HTML even without markdown: every message
+                        # is escaped, so a question or answer holding markup reads as typed.
                         chatbot = gr.Chatbot(label="Conversation", height=430, elem_id="fn-chatbot",
                                              render_markdown=False, sanitize_html=True, buttons=["copy"],
                                              feedback_options=None)
@@ -197,7 +199,7 @@ def build_blocks(service: Service):
                 yield chat, state, message, gr.skip(), gr.skip(), gr.skip(), gr.skip(), \
                     render.message_html("Type a question first.", "error")
                 return
-            chat += [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
+            chat += [{"role": "user", "content": render.esc(message)}, {"role": "assistant", "content": "…"}]
             waiting = service.queue.waiting
             note = f"Waiting for {waiting} answer(s) ahead…" if waiting else "Retrieving and generating…"
             yield chat, state, "", gr.skip(), "", gr.skip(), gr.skip(), render.message_html(note)
@@ -210,11 +212,11 @@ def build_blocks(service: Service):
                         answer = item
                         break
                     text += item.text
-                    chat[-1] = {"role": "assistant", "content": text}
+                    chat[-1] = {"role": "assistant", "content": render.esc(text)}
                     yield chat, state, "", render.message_html(text), "", gr.skip(), gr.skip(), \
                         render.message_html("Generating…")
             except (FootnotesError, ValueError) as exc:
-                chat[-1] = {"role": "assistant", "content": f"⚠ {exc}"}
+                chat[-1] = {"role": "assistant", "content": render.esc(f"⚠ {exc}")}
                 yield chat, state, "", render.message_html(str(exc), "error"), "", "", "", ""
                 return
             finally:
@@ -222,7 +224,7 @@ def build_blocks(service: Service):
                     stream.cancel()
             if answer is None:
                 return
-            chat[-1] = {"role": "assistant", "content": answer.text}
+            chat[-1] = {"role": "assistant", "content": render.esc(answer.text)}
             state = state.with_answer(message, answer, len(chat) - 1)
             aj = state.shown
             yield (chat, state, "", render.answer_html(aj), "", render.chunks_html(aj), cited_source(aj),
