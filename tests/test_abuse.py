@@ -350,3 +350,22 @@ def test_a_folder_full_of_hostile_files_syncs_in_bounded_time_and_memory(tmp_pat
           f"({result['rss_open_mb']:.0f} MB after opening)")
     assert result["seconds"] < 60, result
     assert result["peak_mb"] - result["rss_open_mb"] < 400, result  # the bombs expand to GBs and hours if let
+
+
+def test_a_chunked_upload_without_length_is_refused_before_it_is_read(service) -> None:
+    """Without Content-Length the form parser would spool any amount to a temp file before our size
+    check; such uploads get 411 at once (with a length, the HTTP server reads no more than it says)."""
+    client = TestClient(create_app(service, with_ui=False))
+    sent = []
+
+    def body():
+        yield b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="big.md"\r\n\r\n'
+        for _ in range(100):
+            sent.append(1)
+            yield b"x" * 100_000
+        yield b"\r\n--XyZ--\r\n"
+
+    before = files_under(service.folder())
+    r = client.post("/v1/documents", content=body(), headers={"content-type": "multipart/form-data; boundary=XyZ"})
+    assert r.status_code == 411 and "Content-Length" in r.json()["error"]["message"]
+    assert len(sent) < 100 and files_under(service.folder()) == before

@@ -100,7 +100,9 @@ def api_router(service: Service) -> APIRouter:
 
     @router.post("/documents", status_code=201)
     async def upload(request: Request) -> dict[str, Any]:
-        length = int(request.headers.get("content-length") or 0)
+        if "content-length" not in request.headers:  # else the form parser spools any amount to disk first
+            raise _refused("send the upload with a Content-Length header (chunked uploads are not accepted)", 411)
+        length = int(request.headers["content-length"])
         if length > service.max_upload_bytes * MAX_UPLOAD_FILES + FORM_OVERHEAD:
             raise _refused(f"the upload is {length:,} bytes, over the limit", 413)
         form = await request.form(max_files=MAX_UPLOAD_FILES, max_fields=10)
