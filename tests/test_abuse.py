@@ -369,3 +369,15 @@ def test_a_chunked_upload_without_length_is_refused_before_it_is_read(service) -
     r = client.post("/v1/documents", content=body(), headers={"content-type": "multipart/form-data; boundary=XyZ"})
     assert r.status_code == 411 and "Content-Length" in r.json()["error"]["message"]
     assert len(sent) < 100 and files_under(service.folder()) == before
+
+
+def test_gradio_file_route_serves_nothing_from_the_folder_or_outside(service, tmp_path: Path) -> None:
+    """Without login (the loopback default), Gradio's file route still serves neither the knowledge
+    folder (documents are shown from the index, never read from disk by the page) nor anything else."""
+    folder = service.folder()
+    (folder / "link.md").symlink_to("/etc/passwd")
+    client = TestClient(create_app(service, with_ui=True))
+    for path in ("/etc/passwd", "%2Fetc%2Fpasswd", "../../../../etc/passwd", f"{folder}/curie.md", f"{folder}/link.md"):
+        r = client.get(f"/gradio_api/file={path}")
+        assert r.status_code in (403, 404), (path, r.status_code)
+        assert b"root:" not in r.content and b"radium" not in r.content
