@@ -43,6 +43,11 @@ def docs_to_ingest(chars: int) -> dict[str, str]:
     return out
 
 
+def crossed(misses: list[tuple[str, list[str], str]], facts: dict) -> int:
+    """How many misses had another question's fact document on top (answers mixed between questions)."""
+    return sum(1 for _, sources, expected in misses if sources and sources[0] in facts and sources[0] != expected)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chats", type=int, default=50)
@@ -78,16 +83,17 @@ def main() -> None:
         "(one generation at a time: later chats wait in the queue)",
         f"- searches during the run: {result.searches.summary()}",
         f"- chat answers whose top chunk was not their question's document: {len(result.mixed)} of "
-        f"{len(result.chats.latencies)}; searches whose top hit was not: {len(result.search_misses)} of "
-        f"{len(result.searches.latencies)}",
+        f"{len(result.chats.latencies)} (another question's document: {crossed(result.mixed, facts)}); searches "
+        f"whose top hit was not: {len(result.search_misses)} of {len(result.searches.latencies)} (another "
+        f"question's document: {crossed(result.search_misses, facts)})",
         f"- ingest: {result.ingest_files} files, {result.ingest_chunks:,} chunks indexed by the watcher in "
         f"{result.ingest_seconds:.1f} s (from the first file written to the last indexed)",
         f"- memory (RSS of the one process: server, watcher, models): {rss_before_models:.0f} MB before the models, "
         f"{result.rss_start_mb:.0f} MB at the start of the run, peak {result.rss_peak_mb:.0f} MB",
     ]
     print("\n".join(lines))
-    for m in result.mixed[:10] + result.search_misses[:10]:
-        print("  not their document:", m)
+    for question, sources, expected in result.mixed[:10] + result.search_misses[:10]:
+        print(f"  not their document: {question!r} -> {sources}, expected {expected}")
     if not args.no_write:
         write_section(HEADING, f"""`nice .venv/bin/python bench/load.py --chats {args.chats} --chars {args.chars} \
 --max-new-tokens {args.max_new_tokens} --k {args.k}` ({machine()}).

@@ -71,8 +71,8 @@ def percentile(values: list[float], p: float) -> float:
 class LoadResult:
     chats: Calls
     searches: Calls
-    mixed: list[str]  # chats whose answer's top chunk is not their question's document
-    search_misses: list[str]  # searches whose top hit is not their question's document
+    mixed: list[tuple[str, list[str], str]]  # (question, sources of the answer's chunks, expected) when the top one is not
+    search_misses: list[tuple[str, list[str], str]]  # (question, sources of the hits, expected) likewise, for searches
     ingest_files: int
     ingest_chunks: int
     ingest_seconds: float  # from the first file written to the last one indexed
@@ -136,8 +136,7 @@ def run_load(service: Service, facts: dict[str, tuple[str, str]], ingest: dict[s
                         failure = None if r.status_code == 200 else f"search {r.status_code}: {r.text[:200]}"
                         hits = r.json() if r.status_code == 200 else None
                         if hits is not None and (not hits or hits[0]["source"] != expected):
-                            top = [(h["source"], h.get("dense_score"), h.get("bm25_score")) for h in hits]
-                            misses.append(f"search {question!r} -> {top}, expected {expected}")
+                            misses.append((question, [h["source"] for h in hits], expected))
                     except httpx.HTTPError as exc:
                         failure = f"search: {exc!r}"
                     search_calls.add(time.perf_counter() - t, failure)
@@ -156,7 +155,7 @@ def run_load(service: Service, facts: dict[str, tuple[str, str]], ingest: dict[s
             if r.status_code == 200:
                 chunks = r.json()["footnotes"]["chunks"]
                 if not chunks or chunks[0]["source"] != expected:
-                    mixed.append(f"{question!r} -> {[c['source'] for c in chunks]}, expected {expected}")
+                    mixed.append((question, [c["source"] for c in chunks], expected))
 
         ingest_started = time.monotonic()
         writer = threading.Thread(target=write_ingest)
