@@ -217,6 +217,19 @@ class DenseIndex:
         held = self._collection.get(ids=list(allowed), include=[])["ids"]
         return self._query(vector, k, held) if held else []
 
+    @_reports_server_down
+    def similarities(self, vector: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
+        """Exact cosine similarity of a query vector (D,) to the stored vectors of ``ids`` (those held)."""
+        if not ids:
+            return {}
+        got = self._collection.get(ids=list(ids), include=["embeddings"])
+        if not got["ids"]:
+            return {}
+        stored = np.asarray(got["embeddings"], dtype=np.float32)  # (n, D)
+        query = np.asarray(vector, dtype=np.float32)  # (D,)
+        norms = np.linalg.norm(stored, axis=1) * max(float(np.linalg.norm(query)), 1e-12)  # (n,)
+        return dict(zip(got["ids"], (stored @ query / np.maximum(norms, 1e-12)).tolist()))
+
     def _query(self, vector: np.ndarray, k: int, allowed: Sequence[str] | None) -> list[tuple[str, float]]:
         kwargs: dict[str, Any] = {}
         if allowed is not None:

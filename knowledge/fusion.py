@@ -53,6 +53,20 @@ def weighted_minmax(rankings: Sequence[Ranking], weights: Sequence[float], k: in
     return scores
 
 
+def with_missed(ranking: Ranking, exact: dict[str, float]) -> list[tuple[str, float]]:
+    """``ranking`` plus the ids of ``exact`` (id -> exact score) it should have returned: those scoring at
+    least its lowest score (an approximate search such as HNSW can miss them), best first.
+
+    Ids scoring below the ranking's lowest are left out, so an exact search is returned unchanged.
+    """
+    if not ranking:
+        return list(ranking)
+    have = {doc for doc, _ in ranking}
+    floor = min(s for _, s in ranking)
+    missed = [(doc, s) for doc, s in exact.items() if doc not in have and s >= floor]
+    return sorted([*ranking, *missed], key=lambda item: (-item[1], item[0])) if missed else list(ranking)
+
+
 def _check(rankings: Sequence[Ranking], weights: Sequence[float]) -> None:
     if len(rankings) != len(weights):
         raise ValueError(f"{len(rankings)} rankings but {len(weights)} weights")

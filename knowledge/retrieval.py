@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .config import RetrievalConfig
 from .errors import ConfigError
-from .fusion import FUSIONS
+from .fusion import FUSIONS, with_missed
 from .store import KnowledgeStore
 from .types import Hit
 
@@ -47,8 +47,11 @@ class HybridRetriever:
             return []
         allowed = self.store.manifest.chunk_ids_where(filters.prefix, filters.suffixes) if filters.active else None
         n = max(k, self.config.candidates)
-        dense = self._dense(query, n, allowed) if "dense" in use else []
+        vector = self.store.embedder.embed_batch([query])[0] if "dense" in use else None  # (D,)
+        dense = self._dense(vector, n, allowed) if vector is not None else []
         sparse = self._bm25(query, n, allowed) if "bm25" in use else []
+        if dense and sparse:  # BM25 is exhaustive; HNSW is not: score BM25's candidates it missed exactly
+            dense = with_missed(dense, self.store.dense.similarities(vector, [c for c, _ in sparse]))
         rankings = [r for r in (dense, sparse) if r or len(use) == 1]
         weights = [w for w, r in ((self.config.dense_weight, dense), (1 - self.config.dense_weight, sparse))
                    if r or len(use) == 1]
@@ -62,8 +65,7 @@ class HybridRetriever:
         ]
         return hits[:k]
 
-    def _dense(self, query: str, n: int, allowed: set[str] | None) -> list[tuple[str, float]]:
-        vector = self.store.embedder.embed_batch([query])[0]  # (D,)
+    def _dense(self, vector, n: int, allowed: set[str] | None) -> list[tuple[str, float]]:
         return self.store.dense.search(vector, n, None if allowed is None else sorted(allowed))
 
     def _bm25(self, query: str, n: int, allowed: set[str] | None) -> list[tuple[str, float]]:

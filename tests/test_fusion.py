@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from knowledge.config import RetrievalConfig
-from knowledge.fusion import FUSIONS, rrf, weighted_minmax, weighted_rrf
+from knowledge.fusion import FUSIONS, rrf, weighted_minmax, weighted_rrf, with_missed
 from tests.conftest import small_config
 
 DENSE = [("a", 0.9), ("b", 0.5), ("c", 0.1)]
@@ -60,3 +60,33 @@ def test_retriever_with_each_fusion(folder, open_kb, fusion):
     assert hits[0].source == "tides.md"
     assert hits[0].dense_score is not None and hits[0].bm25_score is not None
     assert hits[0].score >= hits[-1].score
+
+
+def test_with_missed_adds_what_an_approximate_search_skipped_and_nothing_below_its_floor():
+    ranking = [("a", 0.9), ("b", 0.5), ("c", 0.3)]
+    exact = {"b": 0.5, "m": 0.7, "low": 0.29, "edge": 0.3}
+    assert with_missed(ranking, exact) == [("a", 0.9), ("m", 0.7), ("b", 0.5), ("c", 0.3), ("edge", 0.3)]
+    assert with_missed(ranking, {"low": 0.1}) == ranking  # an exact search comes back unchanged
+    assert with_missed([], {"m": 0.7}) == []
+
+
+def test_hybrid_recovers_a_chunk_the_dense_index_missed(folder, open_kb, monkeypatch):
+    """HNSW is approximate: a BM25 candidate it skipped is scored exactly and fused with its true score."""
+    (folder / "bees.md").write_text("# Bees\n\nHoney bees dance to tell the hive where the flowers are.\n")
+    (folder / "tides.md").write_text("# Tides\n\nThe moon pulls the oceans and makes the tides rise and fall.\n")
+    (folder / "moon.md").write_text("# Moon\n\nThe moon has no air and its craters are old.\n")
+    kb = open_kb()
+    kb.sync()
+    query = "why do the tides rise and fall"
+    honest = kb.retriever.search(query, k=3)
+    tides = next(h.chunk.chunk_id for h in honest if h.source == "tides.md")
+    exact_search = kb.store.dense.search
+
+    def missing_tides(vector, k, allowed=None):
+        return [(c, s) for c, s in exact_search(vector, k, allowed) if c != tides]
+
+    monkeypatch.setattr(kb.store.dense, "search", missing_tides)
+    recovered = kb.retriever.search(query, k=3)
+    assert [h.chunk.chunk_id for h in recovered] == [h.chunk.chunk_id for h in honest]
+    assert [h.score for h in recovered] == pytest.approx([h.score for h in honest], abs=1e-5)
+    assert recovered[0].source == "tides.md" and recovered[0].dense_score == pytest.approx(honest[0].dense_score, abs=1e-5)
