@@ -84,13 +84,16 @@ def test_bad_config_is_one_clear_line(tmp_path):
 
 def test_watch_picks_up_new_files(corpus, tmp_path):
     data = tmp_path / "data"
-    proc = subprocess.Popen([sys.executable, "-m", "ui.cli", "--data-dir", str(data), "watch", str(corpus)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "watch.log"  # a file, not a pipe: nobody has to keep reading it for the child to go on
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "ui.cli", "--data-dir", str(data), "watch", str(corpus)],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
     try:
         deadline = time.monotonic() + 120
-        while "watching" not in (line := proc.stderr.readline()):
-            assert line or proc.poll() is None, "watch exited early"
-            assert time.monotonic() < deadline
+        while "watching" not in log.read_text():
+            assert proc.poll() is None, f"watch exited early:\n{log.read_text()}"
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
         (corpus / "otters.md").write_text("# Otters\n\nSea otters hold hands while they sleep.\n")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -99,10 +102,14 @@ def test_watch_picks_up_new_files(corpus, tmp_path):
                 break
             time.sleep(0.5)
         else:
-            pytest.fail("the watcher did not index the new file")
+            pytest.fail(f"the watcher did not index the new file:\n{log.read_text()}")
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        try:
+            assert proc.wait(timeout=60) == 0, log.read_text()
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"watch did not stop within 60 s of Ctrl-C:\n{log.read_text()}")
     assert proc.returncode == 0
 
 
