@@ -208,6 +208,13 @@ class BM25Index:
             cand = np.flatnonzero(scores)
             return {self._ids[s]: float(scores[s]) for s in cand.tolist()}
 
+    def scores_of(self, query: str, chunk_ids: Iterable[str]) -> dict[str, float]:
+        """The score of each of ``chunk_ids`` that is indexed (0 when it matches no query term)."""
+        with self._lock:
+            scores = self._scores(tokenize(query))
+            return {c: float(scores[self._slot_of[c]]) if scores is not None else 0.0
+                    for c in chunk_ids if c in self._slot_of}
+
     def _scores(self, query_tokens: list[str]) -> np.ndarray | None:
         """(S,) BM25 scores of every slot, dead slots 0; None when no query term is indexed."""
         n_docs = len(self._slot_of)

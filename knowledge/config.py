@@ -57,7 +57,7 @@ class IndexConfig:
 class RetrievalConfig:
     k: int = 5  # hits returned by default
     candidates: int = 50  # hits each retriever (dense, BM25) contributes before fusion
-    fusion: str = "weighted-minmax"  # "weighted-minmax" (min-max normalised scores), "weighted-rrf" or "rrf"
+    fusion: str = "weighted-minmax"  # "weighted-minmax" (min-max normalised scores), "convex-tmm", "weighted-rrf" or "rrf"
     rrf_k: int = 60  # the k of reciprocal rank fusion: 1 / (rrf_k + rank) (fusion = "rrf" or "weighted-rrf")
     dense_weight: float = 0.6  # share of the dense retriever in the fusion (BM25 gets the rest)
 

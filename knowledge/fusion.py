@@ -11,6 +11,14 @@ by the score-based fusions). It returns ``{id: fused score}`` for every id in an
   Σ_r w_r · (s_r(d) − min_r) / (max_r − min_r), where min_r and max_r are taken over ranking r's
   candidates and a ranking that did not return d contributes 0. Unlike RRF it keeps how far apart
   the scores are, so a clear winner of one retriever is not flattened to "rank 1".
+- Convex combination with theoretical-minimum normalisation, "TM2C2" (Bruch, Gai & Ingber 2023, An
+  Analysis of Fusion Functions for Hybrid Retrieval): score(d) = Σ_r w_r · (s_r(d) − m_r) /
+  (max_r − m_r), where m_r is the lowest score retriever r *can* give (cosine: −1, BM25: 0), not the
+  lowest it gave. It needs every candidate's score from every retriever (``complete_scores``): a
+  document BM25 ranks far ahead of the rest keeps that lead, even when the dense retriever, whose
+  scores of a long chunk vary little, did not rank it.
+
+The rankings passed are (dense, BM25), in that order, either possibly empty.
 """
 
 from __future__ import annotations
@@ -53,6 +61,35 @@ def weighted_minmax(rankings: Sequence[Ranking], weights: Sequence[float], k: in
     return scores
 
 
+THEORETICAL_MINIMA = (-1.0, 0.0)  # cosine similarity, BM25
+
+
+def convex_tmm(rankings: Sequence[Ranking], weights: Sequence[float], k: int = 60) -> dict[str, float]:
+    """Σ_r w_r · (s_r(d) − m_r) / (max_r − m_r), m_r the theoretical minimum (TM2C2); ``k`` is ignored."""
+    _check(rankings, weights)
+    scores: dict[str, float] = {}
+    for ranking, weight, floor in zip(rankings, weights, THEORETICAL_MINIMA):
+        if not ranking:
+            continue
+        span = max(s for _, s in ranking) - floor
+        for doc, s in ranking:
+            scores[doc] = scores.get(doc, 0.0) + weight * ((s - floor) / span if span > 0 else 1.0)
+    return scores
+
+
+def complete_scores(
+    dense: Ranking, sparse: Ranking, dense_of: dict[str, float], bm25_of: dict[str, float]
+) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """Both rankings over the union of their candidates: ``dense_of`` holds the exact cosine of BM25's
+    candidates, ``bm25_of`` the BM25 score of the dense candidates (an id BM25 does not match scores 0)."""
+    dense_all = dict(dense)
+    dense_all.update({d: s for d, s in dense_of.items() if d not in dense_all})
+    sparse_all = dict(sparse)
+    sparse_all.update({d: bm25_of.get(d, 0.0) for d, _ in dense if d not in sparse_all})
+    best_first = lambda scores: sorted(scores.items(), key=lambda item: (-item[1], item[0]))  # noqa: E731
+    return best_first(dense_all), best_first(sparse_all)
+
+
 def with_missed(ranking: Ranking, exact: dict[str, float]) -> list[tuple[str, float]]:
     """``ranking`` plus the ids of ``exact`` (id -> exact score) it should have returned: those scoring at
     least its lowest score (an approximate search such as HNSW can miss them), best first.
@@ -76,4 +113,6 @@ FUSIONS: dict[str, Callable[[Sequence[Ranking], Sequence[float], int], dict[str,
     "weighted-rrf": weighted_rrf,
     "rrf": rrf,
     "weighted-minmax": weighted_minmax,
+    "convex-tmm": convex_tmm,
 }
+NEEDS_ALL_SCORES = frozenset({"convex-tmm"})  # fusions that read every candidate's score from both retrievers

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .config import RetrievalConfig
 from .errors import ConfigError
-from .fusion import FUSIONS, with_missed
+from .fusion import FUSIONS, NEEDS_ALL_SCORES, complete_scores, with_missed
 from .store import KnowledgeStore
 from .types import Hit
 
@@ -50,13 +50,21 @@ class HybridRetriever:
         vector = self.store.embedder.embed_batch([query])[0] if "dense" in use else None  # (D,)
         dense = self._dense(vector, n, allowed) if vector is not None else []
         sparse = self._bm25(query, n, allowed) if "bm25" in use else []
-        if dense and sparse:  # BM25 is exhaustive; HNSW is not: score BM25's candidates it missed exactly
-            dense = with_missed(dense, self.store.dense.similarities(vector, [c for c, _ in sparse]))
-        rankings = [r for r in (dense, sparse) if r or len(use) == 1]
-        weights = [w for w, r in ((self.config.dense_weight, dense), (1 - self.config.dense_weight, sparse))
-                   if r or len(use) == 1]
-        fused = FUSIONS[self.config.fusion](rankings, weights, self.config.rrf_k) if len(use) > 1 else {}
-        dense_s, bm25_s = dict(dense), dict(sparse)
+        dense_s, bm25_s = dict(dense), dict(sparse)  # each retriever's own scores of what it returned
+        if dense and sparse:  # BM25 is exhaustive; HNSW is not: score BM25's candidates exactly
+            exact = self.store.dense.similarities(vector, [c for c, _ in sparse])
+            if self.config.fusion in NEEDS_ALL_SCORES:
+                with self.store.lock:
+                    bm25_of = self.store.bm25.scores_of(query, [c for c, _ in dense])
+                dense, sparse = complete_scores(dense, sparse, exact, bm25_of)
+            else:
+                dense = with_missed(dense, exact)
+            ranked = {c for c, _ in dense}
+            dense_s.update({c: s for c, s in exact.items() if c in ranked})
+        fused = {}
+        if len(use) > 1:
+            w = self.config.dense_weight
+            fused = FUSIONS[self.config.fusion]([dense, sparse], [w, 1 - w], self.config.rrf_k)
         order = sorted(fused, key=fused.__getitem__, reverse=True) if fused else [c for c, _ in (dense or sparse)]
         chunks = self.store.manifest.chunks(order[: k * 2])  # ids gone from the manifest drop out here
         hits = [

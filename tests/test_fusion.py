@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from knowledge.config import RetrievalConfig
-from knowledge.fusion import FUSIONS, rrf, weighted_minmax, weighted_rrf, with_missed
+from knowledge.fusion import FUSIONS, complete_scores, convex_tmm, rrf, weighted_minmax, weighted_rrf, with_missed
 from tests.conftest import small_config
 
 DENSE = [("a", 0.9), ("b", 0.5), ("c", 0.1)]
@@ -90,3 +90,29 @@ def test_hybrid_recovers_a_chunk_the_dense_index_missed(folder, open_kb, monkeyp
     assert [h.chunk.chunk_id for h in recovered] == [h.chunk.chunk_id for h in honest]
     assert [h.score for h in recovered] == pytest.approx([h.score for h in honest], abs=1e-5)
     assert recovered[0].source == "tides.md" and recovered[0].dense_score == pytest.approx(honest[0].dense_score, abs=1e-5)
+
+
+def test_convex_tmm_by_hand():
+    # dense: floor -1, max 0.5 -> a (0.5+1)/1.5 = 1, b (0+1)/1.5; bm25: floor 0, max 8 -> b 1, d 2/8
+    fused = convex_tmm([[("a", 0.5), ("b", 0.0)], [("b", 8.0), ("d", 2.0)]], [0.6, 0.4])
+    assert fused == pytest.approx({"a": 0.6, "b": 0.6 / 1.5 + 0.4, "d": 0.4 * 0.25})
+
+
+def test_complete_scores_fills_each_ranking_with_the_other_ones_candidates():
+    dense, sparse = complete_scores([("a", 0.5), ("b", 0.4)], [("c", 9.0), ("a", 1.0)],
+                                    dense_of={"c": 0.1, "a": 0.5}, bm25_of={"b": 0.0})
+    assert dense == [("a", 0.5), ("b", 0.4), ("c", 0.1)]
+    assert sparse == [("c", 9.0), ("a", 1.0), ("b", 0.0)]
+
+
+def test_convex_tmm_keeps_a_decisive_bm25_winner_that_min_max_loses():
+    """A unique word BM25 finds in one long chunk (score far above the rest) whose cosine stays low:
+    min-max maps every list's top to 1, so the dense top wins; the theoretical floor keeps the lead."""
+    dense = [(f"d{i}", 0.40 - 0.002 * i) for i in range(50)]  # (a flat dense list: nothing stands out)
+    sparse = [("edit", 24.0), *[(f"d{i}", 3.0 - 0.05 * i) for i in range(0, 40)]]
+    dense_all, sparse_all = complete_scores(dense, sparse, {"edit": 0.16, **dict(dense)}, dict(sparse))
+    minmax = weighted_minmax([dense_all, sparse_all], [0.6, 0.4])
+    assert max(minmax, key=minmax.__getitem__) == "d0"
+    for w in (0.6, 0.7, 0.8):
+        tmm = convex_tmm([dense_all, sparse_all], [w, 1 - w])
+        assert max(tmm, key=tmm.__getitem__) == "edit"
