@@ -86,8 +86,11 @@ def test_watch_picks_up_new_files(corpus, tmp_path):
     data = tmp_path / "data"
     log = tmp_path / "watch.log"  # a file, not a pipe: nobody has to keep reading it for the child to go on
     with log.open("w") as err:
+        # Ctrl-C must reach it even when the test run itself was started in the background (`make test &`):
+        # a background job ignores SIGINT, and an ignored signal stays ignored across exec.
         proc = subprocess.Popen([sys.executable, "-m", "ui.cli", "--data-dir", str(data), "watch", str(corpus)],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while "watching" not in log.read_text():
