@@ -82,7 +82,8 @@ def test_bad_config_is_one_clear_line(tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "retrieval.kk" in proc.stderr and str(cfg) in proc.stderr
 
 
-def test_watch_picks_up_new_files(corpus, tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_watch_picks_up_new_files(corpus, tmp_path, stop_signal):
     data = tmp_path / "data"
     log = tmp_path / "watch.log"  # a file, not a pipe: nobody has to keep reading it for the child to go on
     with log.open("w") as err:
@@ -107,12 +108,12 @@ def test_watch_picks_up_new_files(corpus, tmp_path):
         else:
             pytest.fail(f"the watcher did not index the new file:\n{log.read_text()}")
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         try:
-            assert proc.wait(timeout=60) == 0, log.read_text()
+            assert proc.wait(timeout=60) == 0, log.read_text()  # a clean stop: the indexes are closed
         except subprocess.TimeoutExpired:
             proc.kill()
-            pytest.fail(f"watch did not stop within 60 s of Ctrl-C:\n{log.read_text()}")
+            pytest.fail(f"watch did not stop within 60 s of {stop_signal.name}:\n{log.read_text()}")
     assert proc.returncode == 0
 
 

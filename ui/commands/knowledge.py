@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -90,6 +91,7 @@ def cmd_watch(args, ctx) -> int:
         for report in kb.sync(TqdmProgress()):
             print_report(report)
         stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())  # `kill` and service managers stop it like Ctrl-C
         threads = kb.watch(stop, on_report=lambda r: (r.changed or r.failed) and print_report(r))
         print(f"watching {folder.root if folder else 'the configured sources'}; Ctrl-C stops", file=sys.stderr,
               flush=True)
