@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import publish
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -159,23 +160,6 @@ def bench_ours(chunks, qs, rounds: int = 30):
                 save=save, load=load, size_mb=size_mb, drop=drop)
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    lines = old.splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if line.rstrip() == HEADING]
-    if starts:
-        end = next((j for j in range(starts[0] + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        new = "".join(lines[: starts[0]]) + text + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.parent.mkdir(exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="benchmarks.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(new)
-    os.replace(tmp, path)
-
-
 def render(args, n_base: int, tokens, tok_s: float, rb, bs, ours) -> str:
     """The markdown section: command, date, table, notes. rb / bs: (build s, per-query ms)."""
     n_rb = len(rb[1])  # rank-bm25 timed on the first n_rb queries only: speed-ups compare those
@@ -211,8 +195,7 @@ def render(args, n_base: int, tokens, tok_s: float, rb, bs, ours) -> str:
         f"{ours['size_mb']:.0f} MB.",
     ]
     command = f"`.venv/bin/python bench/bm25_search.py --chunks {args.chunks} --queries {args.queries}`"
-    heading = HEADING if args.chunks == 100_000 else f"## BM25 search latency at {args.chunks:,} chunks"
-    return (f"{heading}\n\n{command}, {datetime.date.today().isoformat()}, 2 shared CPU cores.\n\n"
+    return (f"{command}, {datetime.date.today().isoformat()}, 2 shared CPU cores.\n\n"
             + "\n".join(lines) + "\n\n" + "".join(f"- {n}\n" for n in notes))
 
 
@@ -235,10 +218,8 @@ def main() -> None:
     print(f"bm25s: p50 {p50(bs[1]):.1f} ms", flush=True)
     ours = bench_ours(chunks, qs)
     section = render(args, len(passages()), tokens, tok_s, rb, bs, ours)
-    print("\n" + section)
-    if args.chunks == 100_000 and not args.no_write:
-        write_section(section)
-        print("written to docs/benchmarks.md")
+    heading = HEADING if args.chunks == 100_000 else f"## BM25 search latency at {args.chunks:,} chunks"
+    publish(heading, section, write=args.chunks == 100_000 and not args.no_write)
 
 
 if __name__ == "__main__":

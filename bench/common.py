@@ -73,3 +73,11 @@ def write_section(heading: str, text: str) -> None:
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(new, encoding="utf-8")
     tmp.replace(path)
+
+
+def publish(heading: str, text: str, write: bool) -> None:
+    """Print a section and, when ``write``, put it into docs/benchmarks.md under ``heading``."""
+    print(f"\n{heading}\n\n{text}")
+    if write:
+        write_section(heading, text)
+        print("written to docs/benchmarks.md")

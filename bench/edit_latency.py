@@ -25,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import DATA, Timer, machine, require, write_section
+from common import DATA, Timer, machine, publish, require
 
 from knowledge.config import KnowledgeConfig
 from knowledge.kb import KnowledgeBase
@@ -159,10 +159,7 @@ def main() -> None:
         f"- Each edit (ms): {ms}. Goal under 2 s including the debounce: "
         f"**{'met' if worst < 2 else 'missed'}** (max {worst:.2f} s).\n"
     )
-    print("\n" + section)
-    if not args.no_write:
-        write_section(HEADING, section)
-        print("written to docs/benchmarks.md")
+    publish(HEADING, section, write=not args.no_write)
 
 
 if __name__ == "__main__":

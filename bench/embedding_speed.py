@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from common import DATA, machine, require, write_section
+from common import DATA, machine, publish, require
 from fusion_sweep import copy_index, strip_question_headings
 from fusion_sweep import open_corpus as fs_open_corpus
 
@@ -293,10 +293,7 @@ def main() -> None:
         + head + "\n| --- |" + " ---: |" * (4 + len(metrics)) + "\n" + "\n".join(rows) + "\n\n"
         + notes(seconds, quality, first, [c for c, _ in conds], config.embedding.dtype)
     )
-    print("\n" + section)
-    if not args.no_write:
-        write_section(HEADING, section)
-        print("written to docs/benchmarks.md")
+    publish(HEADING, section, write=not args.no_write)
 
 
 if __name__ == "__main__":

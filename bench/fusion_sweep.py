@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from common import DATA, Timer, machine, require, write_section
+from common import DATA, Timer, machine, publish, require
 
 from knowledge.config import KnowledgeConfig
 from knowledge.evaluation import Query, read_queries, retrieval_metrics
@@ -213,10 +213,7 @@ def main() -> None:
         "offered (`fusion = \"convex-tmm\"`, `dense_weight = 0.8`, for folders searched by identifiers and "
         "codes), not the default.\n"
     )
-    print("\n" + section)
-    if not args.no_write:
-        write_section(HEADING, section)
-        print("written to docs/benchmarks.md")
+    publish(HEADING, section, write=not args.no_write)
 
 
 if __name__ == "__main__":

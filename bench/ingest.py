@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import DATA, machine, require, write_section
+from common import DATA, machine, publish, require
 
 from knowledge.config import KnowledgeConfig
 from knowledge.embedding import PACKAGED_MODELS, SentenceTransformerEmbedder
@@ -286,10 +286,7 @@ def main() -> None:
         "seconds (all threads of this process) are less sensitive to other load than wall seconds.\n\n"
         f"{table(runs, raw)}\n\n" + "\n".join(notes) + "\n"
     )
-    print("\n" + section)
-    if not args.no_write:
-        write_section(HEADING, section)
-        print("written to docs/benchmarks.md")
+    publish(HEADING, section, write=not args.no_write)
 
 
 if __name__ == "__main__":

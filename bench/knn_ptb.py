@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from common import write_section  # noqa: E402
 
 from assistant.config import GeneratorConfig, KnnConfig  # noqa: E402
 from assistant.generator import Generator  # noqa: E402
@@ -249,23 +250,6 @@ def rss_bytes() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def write_section(heading: str, text: str) -> None:
-    """Replace the section under ``heading`` (up to the next ``## ``) in docs/benchmarks.md, or append it."""
-    path = ROOT / "docs" / "benchmarks.md"
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    lines = old.splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if line.rstrip() == heading]
-    body = heading + "\n\n" + text.strip("\n") + "\n"
-    if starts:
-        end = next((j for j in range(starts[0] + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        new = "".join(lines[: starts[0]]) + body + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + body
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from common import write_section  # noqa: E402
+
 HEADING = "## REALM reader vs RAG on factoid questions"
 THRESHOLDS = (0.0, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5)
 
@@ -163,24 +165,6 @@ def markdown(report: dict, modes: list[str], args) -> str:
         lines += [f"| {s['threshold']:g} | {f(s['answered'])} | {f(s['exact_match'])} | {f(s['exact_match_of_answered'])} |"
                   for s in details["sweep"]]
     return "\n".join(lines) + "\n"
-
-
-def write_section(heading: str, text: str) -> None:
-    """Replace the section under ``heading`` (up to the next ``## ``) of docs/benchmarks.md, or append it;
-    written to a temp file, then renamed."""
-    path = ROOT / "docs" / "benchmarks.md"
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    lines = old.splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if line.rstrip() == heading]
-    body = heading + "\n\n" + text.strip("\n") + "\n"
-    if starts:
-        end = next((j for j in range(starts[0] + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        new = "".join(lines[: starts[0]]) + body + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + body
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from bm25_search import corpus as passage_corpus
 from bm25_search import queries as faq_queries
-from common import Timer, machine, percentiles_ms, write_section
+from common import Timer, machine, percentiles_ms, publish
 
 from knowledge.config import KnowledgeConfig
 from knowledge.embedding import SentenceTransformerEmbedder
@@ -166,10 +166,7 @@ def main() -> None:
         f"({'met' if hybrid_p50 < 50 else 'missed'}).\n"
         f"- Building the store (manifest + Chroma upserts + BM25, no embedding): {t_build.seconds:.0f} s.\n"
     )
-    print("\n" + section)
-    if not args.no_write:
-        write_section(HEADING, section)
-        print("written to docs/benchmarks.md")
+    publish(HEADING, section, write=not args.no_write)
 
 
 if __name__ == "__main__":
