@@ -14,11 +14,7 @@ from assistant.prompts import build_prompts
 from knowledge.errors import ConfigError, IndexError_
 from tests import tinylm
 
-TEXTS = [
-    "ada lovelace was born in london . she wrote the first program",
-    "marie curie was born in warsaw . she discovered radium and polonium",
-    "alan turing was born in london . he was a mathematician",
-]
+TEXTS = tinylm.FACTS
 HISTORY = [Turn("user", "who discovered radium ?"), Turn("assistant", "marie curie")]
 
 

@@ -16,12 +16,8 @@ from assistant.prompts import build_prompts, chunk_context, concat_context, mess
 from knowledge.errors import UnknownNameError
 from tests import tinylm
 
-TEXTS = [
-    "ada lovelace was born in london . she wrote the first program",
-    "marie curie was born in warsaw . she discovered radium and polonium",
-    "alan turing was born in london . he was a mathematician",
-]
-QUESTION = "where was marie curie born ?"
+TEXTS = tinylm.FACTS
+QUESTION = tinylm.QUESTION
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,8 @@ from assistant.reader.marginal import (
 from knowledge.types import Chunk, Hit
 from tests import tinylm
 
-TEXTS = [
-    "ada lovelace was born in london . she wrote the first program",
-    "marie curie was born in warsaw . she discovered radium and polonium",
-    "alan turing was born in london . he was a mathematician",
-]
-QUESTION = "where was marie curie born ?"
+TEXTS = tinylm.FACTS
+QUESTION = tinylm.QUESTION
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,14 @@ import torch
 
 from knowledge.types import Chunk, Hit
 
+# Three one-fact documents (all words in WORDS) and a question one of them answers: the corpus the
+# engine and mode tests share.
+FACTS = [
+    "ada lovelace was born in london . she wrote the first program",
+    "marie curie was born in warsaw . she discovered radium and polonium",
+    "alan turing was born in london . he was a mathematician",
+]
+QUESTION = "where was marie curie born ?"
 SPECIALS = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"]
 WORDS = (
     "system user assistant context question answer you answers questions using the given "
