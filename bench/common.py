@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -25,6 +26,23 @@ def require(path: Path) -> Path:
     if not path.exists():
         sys.exit(f"{path} is missing: run ../shared/data/fetch-dev-data {DATA}")
     return path
+
+
+def select_files(src: Path, limit: int) -> list[Path]:
+    """Every file under ``src`` in sorted order, or ``limit`` of them evenly spaced (a smaller run)."""
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    if limit and limit < len(files):
+        files = [files[i * len(files) // limit] for i in range(limit)]
+    return files
+
+
+def copy_corpus(files: list[Path], src: Path, dest: Path) -> Path:
+    """Copy ``files`` (under ``src``) to the same places under ``dest``, mtimes kept."""
+    for f in files:
+        target = dest / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, target)
+    return dest
 
 
 def machine() -> str:

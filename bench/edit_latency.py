@@ -25,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import DATA, Timer, machine, publish, require
+from common import DATA, Timer, copy_corpus, machine, publish, require, select_files
 
 from knowledge.config import KnowledgeConfig
 from knowledge.kb import KnowledgeBase
@@ -34,13 +34,6 @@ from knowledge.retrieval import Filters
 HEADING = "## Edit-to-search latency (watcher, ~10k chunks)"
 POLL = 0.02
 TIMEOUT = 60.0
-
-
-def select_files(src: Path, limit: int) -> list[Path]:
-    files = sorted(p for p in src.rglob("*") if p.is_file())
-    if limit and limit < len(files):
-        files = [files[i * len(files) // limit] for i in range(limit)]
-    return files
 
 
 def edit_once(kb: KnowledgeBase, path: Path, doc_id: str, reports: queue.Queue) -> tuple[float, float, bool]:
@@ -96,9 +89,7 @@ def main() -> None:
     files = select_files(src, args.limit_files)
     with tempfile.TemporaryDirectory(prefix="footnotes-edit-") as tmp:
         corpus, data = Path(tmp) / "corpus", Path(tmp) / "data"
-        for f in files:
-            (corpus / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, corpus / f.relative_to(src))  # mtimes kept: a seeded index sees them unchanged
+        copy_corpus(files, src, corpus)  # mtimes kept: a seeded index sees them unchanged
         if args.seed_data_dir:
             shutil.copytree(args.seed_data_dir, data)
         with Timer() as build:

@@ -24,12 +24,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import resource
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from common import DATA, machine, publish, require
+from common import DATA, copy_corpus, machine, publish, require, select_files
 
 from knowledge.config import KnowledgeConfig
 from knowledge.embedding import PACKAGED_MODELS, SentenceTransformerEmbedder
@@ -61,21 +60,6 @@ class Clock:
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-def select_files(src: Path, limit: int) -> list[Path]:
-    files = sorted(p for p in src.rglob("*") if p.is_file())
-    if limit and limit < len(files):
-        files = [files[i * len(files) // limit] for i in range(limit)]
-    return files
-
-
-def copy_corpus(files: list[Path], src: Path, dest: Path) -> Path:
-    for f in files:
-        target = dest / f.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, target)
-    return dest
 
 
 def count_tokens(owner, texts: list[str]) -> int:
