@@ -4,7 +4,9 @@ JSON form (CLI, HTTP API)::
 
     {"answer", "mode",
      "chunks": [{"chunk_id", "source", "start", "end", "text", "score", "prior", "posterior"}],
-     "tokens": [{"text", "prob", "posterior": [k floats]}]}
+     "tokens": [{"text", "prob", "posterior": [k floats],
+                 "support": {"label": "document" | "model", "chunk": index or null,
+                             "pmi": [k floats or null], "closed_book": p or null, "content": bool}}]}
 
 plus ``"n_best"`` when a mode ranks several answers (RAG-Sequence, REALM) and ``"spans":
 [{"chunk_id", "source", "start", "end", "prob", "text"}]`` for extractive answers (REALM, document
@@ -52,6 +54,42 @@ class RetrievedChunk:
         }
 
 
+SUPPORT_LABELS = ("document", "model")
+
+
+@dataclass(frozen=True)
+class Support:
+    """Where an answer token came from, against the model's own memory (the null document ∅).
+
+    ``label`` is "document" when a retrieved chunk (``chunk``, an index into the answer's chunks)
+    made the token markedly more likely than the model alone, "model" when none did: the word came
+    from the model's memory or from language alone. ``pmi`` holds PMI_z(y_i) = log p(y_i|x,z,y_<i) −
+    log p(y_i|x,∅,y_<i) per chunk in nats (``None`` where a chunk did not score the token);
+    ``closed_book`` is p(y_i|x,∅,y_<i). ``content`` marks tokens of content words (names, numbers,
+    dates, other words that are neither function words nor taken from the question): a content
+    token labelled "model" is what the user must be warned about.
+    """
+
+    label: str
+    chunk: int | None = None
+    pmi: tuple[float | None, ...] = ()
+    closed_book: float | None = None
+    content: bool = False
+
+    def __post_init__(self) -> None:
+        if self.label not in SUPPORT_LABELS:
+            raise ValueError(f"support label {self.label!r}: use one of {', '.join(SUPPORT_LABELS)}")
+
+    @property
+    def unsupported(self) -> bool:
+        """A content word no document supports: the page and the CLI mark it."""
+        return self.content and self.label == "model"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "chunk": self.chunk, "pmi": list(self.pmi), "closed_book": self.closed_book,
+                "content": self.content}
+
+
 @dataclass(frozen=True)
 class TokenProvenance:
     """One answer token: its text, its probability under the mode's model, and its document
@@ -59,7 +97,8 @@ class TokenProvenance:
     empty where a mode has no per-document distribution).
 
     ``neighbours`` and ``knn_share`` are for the kNN-LM mode (its retrieved contexts and
-    λ·p_kNN's share of ``prob``); ``None`` elsewhere.
+    λ·p_kNN's share of ``prob``); ``None`` elsewhere. ``support`` says whether a document or the
+    model's memory explains the token (:class:`Support`).
     """
 
     text: str
@@ -67,9 +106,12 @@ class TokenProvenance:
     posterior: tuple[float, ...] = ()
     neighbours: tuple[Any, ...] | None = None
     knn_share: float | None = None
+    support: Support | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"text": self.text, "prob": self.prob, "posterior": list(self.posterior)}
+        if self.support is not None:
+            out["support"] = self.support.to_json()
         if self.neighbours is not None:
             out["neighbours"] = [_json_of(n) for n in self.neighbours]
         if self.knn_share is not None:

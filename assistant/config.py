@@ -7,6 +7,7 @@ unknown keys are rejected with the key and the file named.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,11 @@ class AnswerConfig:
     chunk_chars: int = 2000  # a chunk's text is cut to this many characters in prompts
     system_prompt: str = DEFAULT_SYSTEM_PROMPT  # the system message of every prompt
     followup_turns: int = 1  # earlier exchanges (question + answer) prepended to the retrieval query
+    context_weight: float = 0.0  # α of context-aware decoding (Shi et al. 2023): p̃(y|x,z) ∝ p(y|x,z)^(1+α) / p(y|x,∅)^α; 0 = plain RAG
+    context_weight_adaptive: bool = False  # AdaCAD (Wang et al. 2025): α per token = context_weight × JSD(p(·|x,z) ‖ p(·|x,∅)), acting only where they disagree
+    plausibility: float = 0.0  # β (Li et al. 2023): only tokens with p(y|x,z) >= β · max p(·|x,z) are eligible under chunk z; 0 = all
+    support_threshold: float = 1.386  # a token or phrase is "document" when a chunk raised it this many nats above the closed-book model (ln 4)
+    support_copy_threshold: float = 0.0  # ... or when the chunk contains the phrase verbatim and raised it at least this many nats
     knn_k: int = 1024  # knn-lm: datastore neighbours retrieved at each step
     knn_lambda: float = 0.25  # knn-lm: p(w) = λ·p_kNN(w) + (1 − λ)·p_LM(w); the paper: 0.25 in-domain, about 0.65 for a new domain
     knn_temperature: float = 1.0  # knn-lm: p_kNN(w) ∝ Σ exp(−d / T) over the neighbours whose next token is w (d: squared L2)
@@ -93,6 +99,12 @@ class AnswerConfig:
             raise ConfigError("answer.chunk_chars must be >= 1")
         if self.followup_turns < 0:
             raise ConfigError("answer.followup_turns must be >= 0")
+        if not (math.isfinite(self.context_weight) and self.context_weight >= 0):
+            raise ConfigError("answer.context_weight must be >= 0 (0 = plain RAG)")
+        if not 0 <= self.plausibility < 1:
+            raise ConfigError("answer.plausibility must be in [0, 1) (0 = every token eligible)")
+        if not (math.isfinite(self.support_threshold) and math.isfinite(self.support_copy_threshold)):
+            raise ConfigError("answer.support_threshold and answer.support_copy_threshold must be finite (nats)")
         if self.knn_k < 1 or self.knn_neighbours_shown < 0:
             raise ConfigError("answer.knn_k must be >= 1 and answer.knn_neighbours_shown >= 0")
         if not 0 <= self.knn_lambda <= 1:

@@ -14,6 +14,7 @@ from typing import Callable, Collection, Iterator, Sequence
 
 import torch
 
+from .grounding import grounded_doc_logprobs
 from .lockstep import LockstepBatch
 from .marginals import rag_token_marginalize
 
@@ -29,6 +30,34 @@ def single_row(row_logprobs: torch.Tensor) -> torch.Tensor:
 def mixture(doc_logprior: torch.Tensor) -> Combine:
     """Combine for RAG-Token: the mixture Σ_z p(z|x) p(y_i|x,z,y_<i) of the beam's k rows."""
     return lambda row_logprobs: rag_token_marginalize(row_logprobs, doc_logprior)  # (beams, k, V) -> (beams, V)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """How each chunk's distribution is contrasted with the null document's (the closed-book row):
+    context-aware decoding's α (AdaCAD's JSD-scaled α when ``adaptive``) and the plausibility β."""
+
+    alpha: float = 0.0
+    adaptive: bool = False
+    beta: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.adaptive or self.alpha != 0 or self.beta > 0
+
+
+def grounded_mixture(doc_logprior: torch.Tensor, contrast: Contrast) -> Combine:
+    """Combine for a beam of k chunk rows followed by the null-document row (R = k + 1): the
+    RAG-Token mixture Σ_z p(z|x) p̃(y_i|x,z,y_<i) of the contrasted chunk distributions; the null
+    row only serves as the reference. With an inactive contrast this is :func:`mixture` of the k rows."""
+    k = doc_logprior.shape[0]
+
+    def combine(row_logprobs: torch.Tensor) -> torch.Tensor:
+        docs, null = row_logprobs[:, :k], row_logprobs[:, k]  # (beams, k, V), (beams, V)
+        docs = grounded_doc_logprobs(docs, null, contrast.alpha, contrast.adaptive, contrast.beta)  # (beams, k, V)
+        return rag_token_marginalize(docs, doc_logprior)  # (beams, V)
+
+    return combine
 
 
 @dataclass(frozen=True)

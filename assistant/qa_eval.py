@@ -4,8 +4,13 @@ Query file (JSON Lines, one object per line, see DESIGN.md)::
 
     {"id": "...", "question": "...", "gold": ["relative/path.md"], "answers": ["..."]}
 
-Answer metrics average over the queries that list answers; citation accuracy over the queries
-that list gold files; a metric with no such query is ``None``.
+plus ``"original": [...]`` on counterfactual queries: answers the documents contradict. Answer
+metrics average over the queries that list answers; citation accuracy over the queries that list
+gold files; ``leakage`` (an answer states an original) over the queries that list originals.
+Token support figures pool the answer tokens inside matched strings: ``support_recall`` is the
+share of tokens inside an accepted answer string labelled "document" with a chunk of a gold file,
+``memory_caught`` the share of tokens inside an original string labelled "model". A metric with no
+such query (or token) is ``None``.
 """
 
 from __future__ import annotations
@@ -63,6 +68,49 @@ def answer_recall(prediction: str, answers: Sequence[str]) -> float:
     return float(any(a.lower() in low for a in answers if a))
 
 
+def leakage(prediction: str, original: Sequence[str]) -> float:
+    """1.0 if the prediction states one of the values the documents contradict (case-insensitive)."""
+    return answer_recall(prediction, original)
+
+
+def tokens_inside(answer: Answer, strings: Sequence[str]) -> list[int]:
+    """Indices of the answer's non-blank tokens that overlap an occurrence (case-insensitive) of
+    one of ``strings`` in the answer text."""
+    text = answer.text.lower()
+    spans = []
+    for s in strings:
+        needle, start = s.lower(), 0
+        while needle and (at := text.find(needle, start)) >= 0:
+            spans.append((at, at + len(needle)))
+            start = at + 1
+    out, pos = [], 0
+    for i, t in enumerate(answer.tokens):
+        a, b = pos, pos + len(t.text)
+        pos = b
+        if t.text.strip() and any(a < end and b > start for start, end in spans):
+            out.append(i)
+    return out
+
+
+def support_counts(answer: Answer, answers: Sequence[str], original: Sequence[str], gold: Sequence[str]) -> tuple[int, int, int, int]:
+    """(answer tokens labelled "document" with a gold chunk, answer tokens, original tokens
+    labelled "model", original tokens) for :func:`evaluate_qa`'s pooled support figures."""
+    golden = {_path(g) for g in gold}
+    inside_answers, inside_original = tokens_inside(answer, answers), tokens_inside(answer, original)
+
+    def from_gold(i: int) -> bool:
+        s = answer.tokens[i].support
+        return (s is not None and s.label == "document" and s.chunk is not None and s.chunk < len(answer.chunks)
+                and _path(answer.chunks[s.chunk].source) in golden)
+
+    def from_model(i: int) -> bool:
+        s = answer.tokens[i].support
+        return s is not None and s.label == "model"
+
+    return (sum(map(from_gold, inside_answers)), len(inside_answers),
+            sum(map(from_model, inside_original)), len(inside_original))
+
+
 def citation_accuracy(answer: Answer, gold: Sequence[str]) -> float:
     """1.0 if the chunk with the highest posterior (the prior where the mode gives none) comes from a gold file."""
     cited = answer.cited_chunk()
@@ -77,10 +125,13 @@ def _path(doc_id: str) -> str:
 
 
 def evaluate_qa(engine: Asks, queries: Sequence[QAQuery], modes: Sequence[str], k: int | None = None) -> dict[str, Any]:
-    """``{"<mode>": {"exact_match", "f1", "answer_recall", "citation_accuracy", "seconds_per_answer"}, "queries": N}``."""
+    """``{"<mode>": {"exact_match", "f1", "answer_recall", "citation_accuracy", "leakage",
+    "support_recall", "memory_caught", "seconds_per_answer"}, "queries": N}``."""
     report: dict[str, Any] = {}
     for mode in modes:
-        rows: dict[str, list[float]] = {"exact_match": [], "f1": [], "answer_recall": [], "citation_accuracy": []}
+        rows: dict[str, list[float]] = {"exact_match": [], "f1": [], "answer_recall": [], "citation_accuracy": [],
+                                        "leakage": []}
+        counts = [0, 0, 0, 0]
         seconds = 0.0
         for q in queries:
             start = time.perf_counter()
@@ -92,7 +143,12 @@ def evaluate_qa(engine: Asks, queries: Sequence[QAQuery], modes: Sequence[str], 
                 rows["answer_recall"].append(answer_recall(answer.text, q.answers))
             if q.gold:
                 rows["citation_accuracy"].append(citation_accuracy(answer, q.gold))
+            if q.original:
+                rows["leakage"].append(leakage(answer.text, q.original))
+            counts = [a + b for a, b in zip(counts, support_counts(answer, q.answers, q.original, q.gold))]
         report[mode] = {name: _mean(values) for name, values in rows.items()}
+        report[mode]["support_recall"] = counts[0] / counts[1] if counts[1] else None
+        report[mode]["memory_caught"] = counts[2] / counts[3] if counts[3] else None
         report[mode]["seconds_per_answer"] = seconds / len(queries) if queries else None
     report["queries"] = len(queries)
     return report

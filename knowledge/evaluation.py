@@ -17,6 +17,7 @@ class Query:
     question: str
     gold: tuple[str, ...] = ()
     answers: tuple[str, ...] = ()
+    original: tuple[str, ...] = ()  # counterfactual sets: answers the documents contradict (from memory)
 
 
 def read_queries(path: str | Path) -> list[Query]:
@@ -36,10 +37,10 @@ def _query_of(line: str, where: str) -> Query:
         raise ConfigError(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(row, dict) or not isinstance(row.get("question"), str):
         raise ConfigError(f'{where}: each line must be an object with a "question" string')
-    gold, answers = row.get("gold", []), row.get("answers", [])
-    if not all(isinstance(x, list) and all(isinstance(s, str) for s in x) for x in (gold, answers)):
-        raise ConfigError(f'{where}: "gold" and "answers" must be lists of strings')
-    return Query(str(row.get("id", where)), row["question"], tuple(gold), tuple(answers))
+    gold, answers, original = row.get("gold", []), row.get("answers", []), row.get("original", [])
+    if not all(isinstance(x, list) and all(isinstance(s, str) for s in x) for x in (gold, answers, original)):
+        raise ConfigError(f'{where}: "gold", "answers" and "original" must be lists of strings')
+    return Query(str(row.get("id", where)), row["question"], tuple(gold), tuple(answers), tuple(original))
 
 
 def first_gold_rank(hits: Sequence[Hit], gold: Sequence[str]) -> int | None:

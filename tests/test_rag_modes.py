@@ -244,7 +244,7 @@ def test_answer_json_has_exactly_the_documented_keys(gen, hits):
     assert set(data) == {"answer", "mode", "chunks", "tokens"}
     assert data["mode"] == "rag-token"
     assert set(data["chunks"][0]) == {"chunk_id", "source", "start", "end", "text", "score", "prior", "posterior"}
-    assert set(data["tokens"][0]) == {"text", "prob", "posterior"}
+    assert set(data["tokens"][0]) == {"text", "prob", "posterior", "support"}
     assert len(data["tokens"][0]["posterior"]) == 3
     seq = mode("rag-sequence", gen).answer(QUESTION, [], hits).to_json()
     assert set(seq) == {"answer", "mode", "chunks", "tokens", "n_best"}

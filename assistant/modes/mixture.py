@@ -11,7 +11,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from ..config import AnswerConfig
-from ..decoding import TokenStep, beam_search, greedy, mixture
+from ..decoding import Combine, Contrast, TokenStep, beam_search, greedy, grounded_mixture, mixture
 from ..generator import Generator
 from ..lockstep import LockstepBatch
 from ..text_stream import TokenTexts
@@ -28,8 +28,28 @@ def stream_mixture(
     """
     if len(prompts) != doc_logprior.shape[0]:
         raise ValueError(f"{len(prompts)} prompts but {doc_logprior.shape[0]} prior values")
+    yield from _decode(generator, prompts, mixture(doc_logprior), config)
+
+
+def stream_grounded(
+    generator: Generator, prompts: Sequence[Sequence[int]], doc_logprior: torch.Tensor, config: AnswerConfig
+) -> Iterator[tuple[TokenStep, str]]:
+    """Like :func:`stream_mixture`, with the null document as the last prompt (k + 1 prompts for a
+    (k,) prior): each chunk's distribution is contrasted with it as ``config`` says
+    (context-aware decoding), and every step's ``row_logprobs`` ends with log p(y_i|x,∅,y_<i)."""
+    if len(prompts) != doc_logprior.shape[0] + 1:
+        raise ValueError(f"{len(prompts)} prompts for {doc_logprior.shape[0]} prior values: the null prompt comes last")
+    yield from _decode(generator, prompts, grounded_mixture(doc_logprior, contrast_of(config)), config)
+
+
+def contrast_of(config: AnswerConfig) -> Contrast:
+    return Contrast(config.context_weight, config.context_weight_adaptive, config.plausibility)
+
+
+def _decode(
+    generator: Generator, prompts: Sequence[Sequence[int]], combine: Combine, config: AnswerConfig
+) -> Iterator[tuple[TokenStep, str]]:
     batch = LockstepBatch(generator.model, prompts, generator.pad_id)
-    combine = mixture(doc_logprior)
     if config.beam_size == 1:
         steps = greedy(batch, combine, generator.eos_ids, config.max_new_tokens)
     else:

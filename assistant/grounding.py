@@ -1,0 +1,100 @@
+"""The document against the model's own memory: the null document z = ∅ (the conversation with no
+context, the closed-book prompt) as a reference point, as small pure torch functions in log space.
+
+- PMI (the quantity PECoRe, CPMI decoding and context-aware decoding build on): how much a chunk
+  raised a token above what the model says anyway.
+- Context-aware decoding (Shi et al. 2023, "Trusting Your Evidence: Hallucinate Less with
+  Context-aware Decoding"), with the adaptive plausibility constraint of contrastive decoding
+  (Li et al. 2023) and the adaptive weight of AdaCAD (Wang et al. 2025).
+
+Notation: k chunks, V the vocabulary; every input is a log-probability.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+LN2 = math.log(2.0)
+NULL_FLOOR = -1e4  # log-prob floor of the null document inside the contrast
+
+
+def pmi(doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor) -> torch.Tensor:
+    """PMI_z(y_i) = log p(y_i | x, z, y_<i) − log p(y_i | x, ∅, y_<i).
+
+    doc_logprobs: (..., k) the chosen token under each chunk; null_logprobs: (...) under ∅.
+    Returns (..., k) in nats; −inf where a chunk gives the token probability 0 (or did not score it).
+    """
+    return doc_logprobs - null_logprobs.unsqueeze(-1)  # (..., k)
+
+
+def jensen_shannon(p_logprobs: torch.Tensor, q_logprobs: torch.Tensor) -> torch.Tensor:
+    """JSD(p ‖ q) in bits (0 = equal, 1 = disjoint supports) over the last axis.
+
+    p_logprobs, q_logprobs: (..., V), broadcastable.  Returns (...).
+    """
+    p, q = p_logprobs.exp(), q_logprobs.exp()
+    m_log = torch.logaddexp(p_logprobs, q_logprobs) - LN2  # (..., V) log of the mixture (p + q) / 2
+    kl_pm = torch.where(p > 0, p * (p_logprobs - m_log), torch.zeros_like(p)).sum(-1)  # (...)
+    kl_qm = torch.where(q > 0, q * (q_logprobs - m_log), torch.zeros_like(q)).sum(-1)  # (...)
+    return ((kl_pm + kl_qm) / (2 * LN2)).clamp(0.0, 1.0)
+
+
+def adaptive_context_weight(doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor) -> torch.Tensor:
+    """AdaCAD's per-token α = JSD(p(·|x,z) ‖ p(·|x,∅)): large only where the chunk and the model's
+    memory disagree, so agreeing steps decode as plain RAG.
+
+    doc_logprobs: (..., k, V); null_logprobs: (..., V).  Returns (..., k) in [0, 1].
+    """
+    return jensen_shannon(doc_logprobs, null_logprobs.unsqueeze(-2))  # (..., k)
+
+
+def context_aware(doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+    """Context-aware decoding: p̃(y | x, z) ∝ p(y | x, z)^(1+α) / p(y | x, ∅)^α, per chunk.
+
+    doc_logprobs: (..., k, V); null_logprobs: (..., V); alpha: a float or (..., k).
+    Returns normalised log-probs (..., k, V); α = 0 returns ``doc_logprobs`` itself.
+    """
+    if isinstance(alpha, (int, float)):
+        if alpha == 0:
+            return doc_logprobs
+        weight = torch.tensor(float(alpha), dtype=doc_logprobs.dtype)
+    else:
+        weight = alpha.to(doc_logprobs.dtype).unsqueeze(-1)  # (..., k, 1)
+    # a token the null document rules out (−inf) must not gain an infinite bonus: floor it
+    null = null_logprobs.unsqueeze(-2).clamp(min=NULL_FLOOR)  # (..., 1, V)
+    scores = (1 + weight) * doc_logprobs - weight * null  # (..., k, V)
+    return torch.log_softmax(scores, dim=-1)  # (..., k, V)
+
+
+def plausible(doc_logprobs: torch.Tensor, beta: float) -> torch.Tensor:
+    """The adaptive plausibility constraint (Li et al. 2023): only tokens with
+    p(y | x, z) >= β · max_y' p(y' | x, z) are eligible under chunk z.
+
+    doc_logprobs: (..., k, V).  Returns a bool mask (..., k, V); β = 0 admits every token.
+    """
+    if beta <= 0:
+        return torch.ones_like(doc_logprobs, dtype=torch.bool)
+    best = doc_logprobs.max(dim=-1, keepdim=True).values  # (..., k, 1)
+    return doc_logprobs >= best + math.log(beta)  # (..., k, V)
+
+
+def grounded_doc_logprobs(
+    doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor, alpha: float, adaptive: bool, beta: float
+) -> torch.Tensor:
+    """Each chunk's next-token distribution contrasted with the model's memory: CAD with a fixed α
+    (or AdaCAD's α = JSD scaled by ``alpha`` when ``adaptive``), restricted to the tokens the
+    chunk itself finds plausible, renormalised.
+
+    doc_logprobs: (..., k, V); null_logprobs: (..., V).  Returns (..., k, V); with α = 0 and β = 0
+    (and not adaptive) ``doc_logprobs`` unchanged.
+    """
+    if not adaptive and alpha == 0 and beta <= 0:
+        return doc_logprobs
+    weight: torch.Tensor | float = alpha * adaptive_context_weight(doc_logprobs, null_logprobs) if adaptive else alpha
+    contrasted = context_aware(doc_logprobs, null_logprobs, weight)  # (..., k, V)
+    if beta <= 0:
+        return contrasted
+    masked = contrasted.masked_fill(~plausible(doc_logprobs, beta), -math.inf)  # (..., k, V)
+    return torch.log_softmax(masked, dim=-1)  # (..., k, V)

@@ -1,0 +1,49 @@
+"""Glue shared by the modes that decode with the null document: per-step evidence to tokens with
+their support labels, released in order as the labels become final."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+from knowledge.types import Hit
+
+from ..answer import TokenProvenance
+from ..config import AnswerConfig
+from ..support import SupportRule, SupportStream
+
+
+@dataclass(frozen=True)
+class StepEvidence:
+    """One answer token before its label: text, probability, posterior over the chunks, PMI per
+    chunk (nats) and the closed-book probability p(y_i|x,∅,y_<i)."""
+
+    text: str
+    prob: float
+    posterior: tuple[float, ...]
+    pmi: Sequence[float]
+    closed_book: float | None
+
+
+def support_rule(config: AnswerConfig) -> SupportRule:
+    return SupportRule(config.support_threshold, config.support_copy_threshold)
+
+
+def support_stream(hits: Sequence[Hit], question: str, config: AnswerConfig) -> SupportStream:
+    return SupportStream([h.chunk.text for h in hits], question, support_rule(config))
+
+
+def with_support(evidence: Iterable[StepEvidence], labels: SupportStream) -> Iterator[TokenProvenance]:
+    """Each token with its support label, as soon as the label is final."""
+    pending: list[StepEvidence] = []
+
+    def release(ready: list) -> Iterator[TokenProvenance]:
+        for i, support in ready:
+            e = pending[i]
+            yield TokenProvenance(e.text, e.prob, e.posterior, support=support)
+
+    for e in evidence:
+        pending.append(e)
+        yield from release(labels.push(e.text, list(e.pmi), e.closed_book))
+    yield from release(labels.finish())
+

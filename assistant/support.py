@@ -1,0 +1,221 @@
+"""Support labels: which answer tokens a retrieved chunk explains, and which came from the model.
+
+A token's evidence is its PMI under each chunk against the null document (``grounding.pmi``).
+Content words are judged as *phrases* (runs of adjacent content words, "Jomo Kenyatta", "1874"),
+because the chain rule spreads a copied value's evidence unevenly over its tokens: once the first
+digit of "1874" is written, the model alone guesses the rest of it as well as the chunk does. A
+phrase's PMI under chunk z is the sum of its tokens' PMIs: log p(phrase | x, z, prefix) −
+log p(phrase | x, ∅, prefix). A phrase is "document" when that sum reaches the threshold under some
+chunk, or when the chunk contains the phrase verbatim and does not make it less likely than the
+model alone does (copy evidence: a value quoted from the chunk). Other tokens (function words,
+punctuation, words taken from the question) are judged on their own PMI.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from .answer import Support, TokenProvenance
+
+WORD = re.compile(r"\w+(?:[.,'’\-]\w+)*")
+# Function words: never "content", whatever their label (English; answers are in the question's language).
+FUNCTION_WORDS = frozenset("""
+a an the and or but nor so yet if then than that this these those there here it its it's is are was were be been
+being am do does did done has have had having of in on at by for from to into onto upon with within without
+about above below after before during since until till via per as not no yes i you he she we they me him her us
+them my your his our their who whom whose which what when where why how also too very just only both either
+neither each every all any some such same other another more most less least many much few one ones can could
+shall should will would may might must s t
+""".split())
+
+
+@dataclass(frozen=True)
+class SupportRule:
+    """The labelling rule: a phrase (or a lone token) is "document" under chunk z when its PMI
+    reaches ``threshold`` nats, or when z contains it verbatim and its PMI is at least
+    ``copy_threshold`` nats."""
+
+    threshold: float = math.log(4.0)
+    copy_threshold: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Phrase:
+    tokens: tuple[int, ...]
+    text: str
+    start: int  # character offsets in the answer text
+    end: int
+
+
+def label_support(
+    texts: Sequence[str],
+    pmis: Sequence[Sequence[float]],
+    closed_book: Sequence[float | None],
+    chunk_texts: Sequence[str],
+    question: str,
+    rule: SupportRule = SupportRule(),
+) -> list[Support]:
+    """One :class:`Support` per answer token.
+
+    texts: the n token texts (they concatenate to the answer); pmis: (n, k) PMI_z(y_i) in nats,
+    −inf or NaN where chunk z gives no evidence; closed_book: p(y_i | x, ∅, y_<i) per token;
+    chunk_texts: the k chunks' texts (for copy evidence).
+    """
+    n = len(texts)
+    if len(pmis) != n or len(closed_book) != n:
+        raise ValueError(f"{n} tokens but {len(pmis)} PMI rows and {len(closed_book)} closed-book probabilities")
+    asked = {w.lower() for w in WORD.findall(question)}
+    in_phrase: dict[int, _Phrase] = {}
+    for phrase in content_phrases(texts, asked):
+        for i in phrase.tokens:
+            in_phrase[i] = phrase
+    chunks = [_normalise(t) for t in chunk_texts]
+    out = []
+    for i in range(n):
+        phrase = in_phrase.get(i)
+        if phrase is None:
+            label, chunk = _judge([pmis[i]], None, chunks, rule)
+        else:
+            label, chunk = _judge([pmis[j] for j in phrase.tokens], phrase.text, chunks, rule)
+        out.append(Support(label, chunk, tuple(_finite_or_none(v) for v in pmis[i]), closed_book[i], phrase is not None))
+    return out
+
+
+def content_phrases(texts: Sequence[str], asked: set[str] = frozenset()) -> list[_Phrase]:  # type: ignore[assignment]
+    """Runs of adjacent content words (separated by whitespace only), with the tokens they touch."""
+    text = "".join(texts)
+    bounds, pos = [], 0
+    for t in texts:
+        bounds.append((pos, pos + len(t)))
+        pos += len(t)
+    words = [m for m in WORD.finditer(text) if _is_content(m.group(), asked)]
+    runs: list[list[re.Match[str]]] = []
+    for m in words:
+        gap = text[runs[-1][-1].end() : m.start()] if runs else ""
+        if gap.isspace():  # only whitespace since the previous content word: the same phrase
+            runs[-1].append(m)
+        else:
+            runs.append([m])
+    phrases = []
+    for run in runs:
+        start, end = run[0].start(), run[-1].end()
+        tokens = tuple(i for i, (a, b) in enumerate(bounds) if a < end and b > start and texts[i].strip())
+        phrases.append(_Phrase(tokens, text[start:end], start, end))
+    return phrases
+
+
+class SupportStream:
+    """Support labels while an answer streams: :meth:`push` each token as it is final and get back
+    the tokens whose labels can no longer change (a phrase may still grow by the next word, so its
+    tokens wait for it); :meth:`finish` releases the rest. Released labels equal
+    :func:`label_support` on the whole answer."""
+
+    def __init__(self, chunk_texts: Sequence[str], question: str, rule: SupportRule = SupportRule()) -> None:
+        self.chunk_texts = list(chunk_texts)
+        self.question = question
+        self.rule = rule
+        self.asked = {w.lower() for w in WORD.findall(question)}
+        self.texts: list[str] = []
+        self.pmis: list[Sequence[float]] = []
+        self.closed_book: list[float | None] = []
+        self.released = 0
+
+    def push(self, text: str, pmi_row: Sequence[float], closed_book: float | None) -> list[tuple[int, Support]]:
+        self.texts.append(text)
+        self.pmis.append(pmi_row)
+        self.closed_book.append(closed_book)
+        return self._release(self._final_count())
+
+    def finish(self) -> list[tuple[int, Support]]:
+        return self._release(len(self.texts))
+
+    def _release(self, upto: int) -> list[tuple[int, Support]]:
+        if upto <= self.released:
+            return []
+        labels = label_support(self.texts, self.pmis, self.closed_book, self.chunk_texts, self.question, self.rule)
+        out = [(i, labels[i]) for i in range(self.released, upto)]
+        self.released = upto
+        return out
+
+    def _final_count(self) -> int:
+        """How many leading tokens lie wholly before the first character whose label may change."""
+        text = "".join(self.texts)
+        open_start = _open_start(text, content_phrases(self.texts, self.asked), self.asked)
+        count, pos = 0, 0
+        for t in self.texts:
+            pos += len(t)
+            if pos > open_start:
+                break
+            count += 1
+        return count
+
+
+def _open_start(text: str, phrases: Sequence[_Phrase], asked: set[str]) -> int:
+    """The first character of the answer so far whose support label may still change: the last
+    word while it may grow (and the phrase it may join), or the last phrase while the next word
+    may join it."""
+    last = None
+    for last in WORD.finditer(text):
+        pass
+    if last is None:
+        return len(text)
+    tail = text[last.end() :]
+    if tail == "" or (len(tail) == 1 and tail in ".,'’-"):  # the last word may still grow
+        joined = next((p for p in phrases if p.start <= last.start() < p.end), None)
+        joined = joined or next((p for p in phrases if p.end <= last.start() and text[p.end : last.start()].isspace()), None)
+        return joined.start if joined is not None else last.start()
+    if tail.isspace() and _is_content(last.group(), asked):  # the next word may join its phrase
+        return next((p.start for p in phrases if p.start <= last.start() < p.end), last.start())
+    return len(text)
+
+
+def _is_content(word: str, asked: set[str]) -> bool:
+    low = word.lower()
+    return low not in FUNCTION_WORDS and low not in asked
+
+
+def _judge(rows: Sequence[Sequence[float]], phrase: str | None, chunks: Sequence[str], rule: SupportRule) -> tuple[str, int | None]:
+    """("document", z) for the chunk with the strongest qualifying evidence, else ("model", None)."""
+    best, best_score = None, -math.inf
+    for z, chunk in enumerate(chunks):
+        score = sum(_as_float(row[z]) for row in rows)
+        copied = phrase is not None and _contains(chunk, phrase)
+        if (score >= rule.threshold or (copied and score >= rule.copy_threshold)) and score > best_score:
+            best, best_score = z, score
+    return ("document", best) if best is not None else ("model", None)
+
+
+def _contains(normalised_chunk: str, phrase: str) -> bool:
+    target = _normalise(phrase)
+    return bool(target) and re.search(rf"(?<!\w){re.escape(target)}(?!\w)", normalised_chunk) is not None
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _as_float(v: float | None) -> float:
+    return -math.inf if v is None or v != v else float(v)
+
+
+def _finite_or_none(v: float | None) -> float | None:
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def content_word_labels(tokens: Sequence[TokenProvenance]) -> list[str]:
+    """The support label of each content word of an answer (a run of content tokens with no
+    whitespace between them counts once): the basis of "k of n content words supported"."""
+    labels: list[str] = []
+    previous_content = False
+    for t in tokens:
+        s = t.support
+        content = s is not None and s.content and bool(t.text.strip())
+        if content and (not previous_content or t.text[:1].isspace()):
+            labels.append(s.label)  # type: ignore[union-attr]
+        elif content and s.label == "model":  # type: ignore[union-attr]
+            labels[-1] = "model"  # a word is supported only if all of it is
+        previous_content = content
+    return labels
