@@ -169,3 +169,161 @@ def test_documents_table_states_status_in_words() -> None:
         {"documents": 1, "chunks": {"manifest": 3, "chroma": 3, "bm25": 3}, "failed": [{}], "last_sync": "now"})
     assert "✓ indexed" in html and "✗ failed" in html and "… indexing" in html and "b.pdf is encrypted" in html
     assert "1 documents indexed · 3 chunks" in html
+
+
+# -- support labels: content words from the model's memory -----------------------------------------
+def sup(label: str, content: bool, chunk: int | None = None, pmi=(0.1, -0.2, 0.0), closed_book: float = 0.25) -> dict:
+    return {"label": label, "chunk": chunk, "pmi": list(pmi), "closed_book": closed_book, "content": content}
+
+
+def supported_answer() -> dict:
+    """"Curie was born in Warsaw Poland, in 1867." — Curie and born supported, Warsaw Poland (one
+    run) and 1867 (half its tokens unsupported) from the model's memory."""
+    doc, mem = "document", "model"
+    rows = [
+        ("Curie", [0.5, 0.1, 0.4], sup(doc, True, 0, pmi=(2.5, None, 0.3))),
+        (" was", [0.6, 0.3, 0.1], sup(mem, False)),
+        (" born", [0.1, 0.8, 0.1], sup(doc, True, 2, pmi=(0.1, 0.2, 1.9))),  # posterior says ada.md, support curie.md
+        (" in", [0.1, 0.8, 0.1], sup(mem, False)),  # posterior says ada.md, no chunk supports it
+        (" War", [0.9, 0.05, 0.05], sup(mem, True, pmi=(0.4, -1.0, 0.2), closed_book=0.61)),
+        ("saw", [0.9, 0.05, 0.05], sup(mem, True)),
+        (" Poland", [0.9, 0.05, 0.05], sup(mem, True)),
+        (",", [0.9, 0.05, 0.05], sup(mem, False)),
+        (" in", [0.9, 0.05, 0.05], sup(mem, False)),
+        (" 18", [0.9, 0.05, 0.05], sup(mem, True)),
+        ("67", [0.9, 0.05, 0.05], sup(doc, True, 0)),
+        (".", [0.9, 0.05, 0.05], sup(mem, False)),
+    ]
+    tokens = [{"text": text, "prob": 0.5, "posterior": post, "support": s} for text, post, s in rows]
+    return answer_json(answer="".join(r[0] for r in rows), tokens=tokens)
+
+
+def test_colouring_follows_the_support_label_not_the_posterior() -> None:
+    got = [n for n, _ in render.token_sources(supported_answer())]
+    # " born": chunk 2 (curie.md, [1]) supports it though the posterior favours ada.md; " in" and the
+    # memory words: no chunk supports them, so no document colours them whatever the posterior says
+    assert got == [1, None, 1, None, None, None, None, None, None, None, None, None]
+    html = render.answer_html(supported_answer())
+    assert 'data-fn-token="2"' in html and re.search(r'class="fn-tok fn-c1" data-fn-token="2"', html)
+    assert re.search(r'class="fn-tok fn-none fn-unsupported" data-fn-token="4"', html)
+    assert "[2]" not in re.sub(r"<li.*?</li>", "", html)  # ada.md colours nothing and closes no run
+
+
+def test_content_words_from_memory_are_marked_and_function_words_are_not() -> None:
+    html = render.answer_html(supported_answer())
+    marked = re.findall(r'<span class="fn-tok [^"]*fn-unsupported[^"]*" data-fn-token="(\d+)"', html)
+    assert marked == ["4", "5", "6", "9", "10"]  # Warsaw Poland, 1867 (a word is supported only if all of it is)
+    assert not re.search(r'fn-unsupported[^"]*" data-fn-token="(1|3|7|8|11)"', html)  # was, in, ",", "."
+    assert not re.search(r'fn-unsupported[^"]*" data-fn-token="(0|2)"', html)  # supported content words
+    # one "?" after each run, outside colour: " Warsaw Poland?" and " 1867?"; the mark starts at the word
+    tokens_html = re.search(r'<p class="fn-tokens">(.*?)</p>', html).group(1)
+    assert tokens_html.count('<sup class="fn-q"') == 2
+    assert re.search(r'data-fn-token="6"[^>]*><span class="fn-memory"> Poland</span></span><sup class="fn-q"', html)
+    assert re.search(r'data-fn-token="4"[^>]*> <span class="fn-memory">War</span>', html)
+    assert "from the model&#x27;s memory, not found in your documents" in html  # titles and the legend say it
+    legend = re.search(r'<div class="fn-legend">.*</div>', html).group(0)
+    assert "from the model&#x27;s memory, not found in your documents" in legend and "(3 content words)" in legend
+
+
+def test_the_header_counts_supported_content_words() -> None:
+    html = render.answer_html(supported_answer())
+    head = re.search(r'<div class="fn-answer-head[^"]*" role="note">(.*?)</div>', html).group(1)
+    text = parse(head).text
+    assert "2 of 5 content words supported by your documents" in text and "3 marked" in text
+    assert "came from the model's memory" in text
+    assert html.index("fn-answer-head") < html.index("fn-tokens")  # a header, above the words
+    all_good = supported_answer()
+    for t in all_good["tokens"]:
+        t["support"]["label"] = "document" if t["support"]["content"] else t["support"]["label"]
+        t["support"]["chunk"] = 0 if t["support"]["content"] else None
+    text = parse(render.summary_html(all_good)).text
+    assert "5 of 5 content words supported" in text and "memory" not in text
+
+
+def test_the_count_matches_the_assistant_content_word_labels() -> None:
+    from assistant.answer import Support, TokenProvenance
+    from assistant.support import content_word_labels
+    from ui.support_marks import support_summary
+
+    aj = supported_answer()
+    tokens = [TokenProvenance(t["text"], t["prob"], tuple(t["posterior"]),
+                              support=Support(**{**t["support"], "pmi": tuple(t["support"]["pmi"])})) for t in aj["tokens"]]
+    assert [t.to_json() for t in tokens] == aj["tokens"]  # the hand-made dicts have the real JSON shape
+    labels = content_word_labels(tokens)
+    summary = support_summary(aj["tokens"])
+    assert (summary.supported, summary.total) == (labels.count("document"), len(labels)) == (2, 5)
+
+
+def test_answers_without_support_labels_have_no_marks_and_no_summary() -> None:
+    html = render.answer_html(answer_json())
+    assert "fn-answer-head" not in html and "fn-q" not in html and "fn-unsupported" not in html
+    assert render.summary_html(answer_json()) == ""
+    mixed = supported_answer()
+    del mixed["tokens"][4]["support"]  # a token without a label is never marked
+    assert 'fn-unsupported" data-fn-token="4"' not in render.answer_html(mixed)
+
+
+def test_token_detail_shows_pmi_under_each_chunk_and_the_closed_book_probability() -> None:
+    detail = render.token_detail_html(supported_answer(), 4)  # " War": from memory
+    text = parse(detail).text
+    assert "From the model's memory, not found in your documents" in text
+    assert "Closed-book p(yi | x, ∅, y<i) = 0.610" in text
+    pmis = re.findall(r'<td class="fn-num fn-pmi">([^<]*)', detail)
+    assert pmis == ["+0.40", "+0.20", "-1.00"]  # by posterior: chunk 1 (90%), then the two at 5%, best PMI first
+    detail = render.token_detail_html(supported_answer(), 0)  # "Curie": supported by chunk 1
+    assert "Supported" in parse(detail).text and "PMI +2.50 nats" in parse(detail).text
+    assert re.findall(r'<td class="fn-num fn-pmi">([^<]*)', detail) == ["+2.50 ", "+0.30", "–"]
+    assert '<tr class="fn-supporting">' in detail and "✓ supports" in detail
+    detail = render.token_detail_html(supported_answer(), 1)  # " was": a function word
+    assert "not a content word" in parse(detail).text and "fn-q" not in detail
+
+
+def test_marked_words_are_still_escaped() -> None:
+    aj = supported_answer()
+    aj["tokens"][4]["text"] = " " + EVIL
+    aj["tokens"][6]["text"] = EVIL
+    aj["chunks"][0]["source"] = EVIL
+    for html in (render.answer_html(aj), render.token_detail_html(aj, 4), render.token_detail_html(aj, 0)):
+        parsed = parse(html)
+        assert "script" not in parsed.tags and "img" not in parsed.tags
+        assert not {"onerror", "onmouseover"} & set(parsed.attrs)
+        assert "<script>" in parsed.text
+
+
+def test_terminal_marks_the_same_runs_with_and_without_a_tty() -> None:
+    from ui.support_marks import terminal_text
+
+    tokens = supported_answer()["tokens"]
+    assert terminal_text(tokens) == "Curie was born in [?Warsaw Poland], in [?1867]."
+    assert terminal_text(tokens, tty=True) == ("Curie was born in \x1b[4mWarsaw Poland\x1b[24m\x1b[1m?\x1b[22m, in "
+                                               "\x1b[4m1867\x1b[24m\x1b[1m?\x1b[22m.")
+    assert terminal_text(answer_json()["tokens"]) == "Curie found Ada."  # no labels: plain text
+
+
+def test_the_terminal_streams_marks_and_prints_the_summary_line() -> None:
+    import io
+
+    from assistant.answer import Answer, Support, TokenProvenance
+    from ui.commands.assistant import _stream_to_terminal
+
+    aj = supported_answer()
+    tokens = [TokenProvenance(t["text"], t["prob"], tuple(t["posterior"]),
+                              support=Support(**{**t["support"], "pmi": tuple(t["support"]["pmi"])})) for t in aj["tokens"]]
+    writes: list[str] = []
+
+    class Out(io.StringIO):
+        def write(self, s):
+            writes.append(s)
+            return super().write(s)
+
+    class Engine:
+        def stream(self, question, history, mode=None, k=None):
+            yield from tokens
+            yield Answer(aj["answer"], "rag-token", (), tuple(tokens))
+
+    out = Out()
+    answer = _stream_to_terminal(Engine(), "q", (), None, None, out=out)
+    assert answer.text == aj["answer"]
+    assert out.getvalue() == ("Curie was born in [?Warsaw Poland], in [?1867].\n"
+                              "2 of 5 content words supported by your documents; marked ? came from the model's memory\n")
+    assert writes[0] == "Curie was"  # streamed as it came: each word once its mark is final

@@ -9,8 +9,11 @@ superscript (``[1]``), the legend names every number, and each token's title giv
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from .support_marks import MEMORY_NOTE, is_content, marked_runs, support_of, support_summary
 
 # Okabe–Ito colours (distinguishable with the common colour-vision deficiencies), as light
 # backgrounds with a solid underline; numbers are shown too, so more sources than colours is fine.
@@ -44,11 +47,16 @@ def sources_of(answer: Mapping[str, Any]) -> list[str]:
 
 
 def token_sources(answer: Mapping[str, Any]) -> list[tuple[int | None, float]]:
-    """For each token: the number (1-based) of the document that explains it most and that
-    document's share — the chunk posterior summed per document; for kNN-LM tokens without a
-    posterior, the share of neighbours from each document. ``(None, 0.0)`` when a mode gives nothing."""
+    """For each token: the number (1-based) of the document that explains it and that document's
+    share of the chunk posterior (summed per document). A token's support label decides where it
+    has one: "document" names the supporting chunk's document, "model" (no chunk made the token
+    more likely than the model alone) names none, whatever the posterior says, and so does a
+    content word only part of which a chunk supports (it is marked as the model's). Without a label,
+    the document with the most posterior; for kNN-LM tokens without a posterior, the share of
+    neighbours from each document. ``(None, 0.0)`` when nothing explains the token."""
     sources = sources_of(answer)
     chunk_doc = [sources.index(c["source"]) for c in answer.get("chunks", [])]
+    marked = {i for a, b in marked_runs(answer.get("tokens", [])) for i in range(a, b + 1)}
     out: list[tuple[int | None, float]] = []
     for t in answer.get("tokens", []):
         shares = [0.0] * len(sources)
@@ -60,6 +68,14 @@ def token_sources(answer: Mapping[str, Any]) -> list[tuple[int | None, float]]:
             cited = [s for n in (t.get("neighbours") or []) if (s := _neighbour_source(n)) in sources]
             for s in cited:
                 shares[sources.index(s)] += 1 / len(cited)
+        support = support_of(t)
+        if support is not None and (support["label"] == "model" or len(out) in marked):
+            out.append((None, 0.0))  # no chunk supports it (or the rest of its word)
+            continue
+        chunk = support.get("chunk") if support is not None else None
+        if isinstance(chunk, int) and not isinstance(chunk, bool) and 0 <= chunk < len(chunk_doc):
+            out.append((chunk_doc[chunk] + 1, shares[chunk_doc[chunk]]))
+            continue
         if not any(shares):
             out.append((None, 0.0))
             continue
@@ -81,76 +97,204 @@ def colour_class(n: int | None) -> str:
 
 # -- the answer ------------------------------------------------------------------------------------
 def answer_html(answer: Mapping[str, Any], selected: int | None = None) -> str:
-    """The answer's tokens coloured by source, each run closed by its superscript source number,
-    then a legend. Tokens are focusable; selecting one shows its document posterior."""
+    """The support summary, then the answer's tokens coloured by the document that supports them,
+    each run closed by its superscript source number, content words from the model's memory
+    underlined (dotted) and followed by a "?", then a legend. Tokens are focusable; selecting one
+    shows its provenance."""
     tokens = answer.get("tokens", [])
     if not tokens:
         return f'<div class="fn-answer"><p class="fn-tokens">{esc(answer.get("answer", ""))}</p></div>'
     sources = sources_of(answer)
     attribution = token_sources(answer)
+    run_of = {i: run for run in marked_runs(tokens) for i in range(run[0], run[1] + 1)}
     parts: list[str] = []
     for i, (t, (n, share)) in enumerate(zip(tokens, attribution)):
-        label = "no document attribution" if n is None else f"[{n}] {sources[n - 1]}: {pct(share)}"
-        sel = " fn-selected" if i == selected else ""
-        parts.append(f'<span class="fn-tok {colour_class(n)}{sel}" data-fn-token="{i}" tabindex="0" '
-                     f'role="button" title="{esc(label)}" aria-label="{esc(t["text"])} — {esc(label)}">'
-                     f'{esc(t["text"])}</span>')
+        label = _token_label(t, n, share, sources)
+        run = run_of.get(i)
+        classes = f"fn-tok {colour_class(n)}{' fn-unsupported' if run else ''}{' fn-selected' if i == selected else ''}"
+        text = str(t["text"])
+        body = esc(text)
+        if run is not None:
+            word = text.lstrip() if i == run[0] else text  # the mark starts at the word, not the space before it
+            body = f'{esc(text[: len(text) - len(word)])}<span class="fn-memory">{esc(word)}</span>'
+        parts.append(f'<span class="{classes}" data-fn-token="{i}" tabindex="0" role="button" title="{esc(label)}" '
+                     f'aria-label="{esc(text)} — {esc(label)}">{body}</span>')
+        if run is not None and i == run[1]:
+            parts.append(f'<sup class="fn-q" title="{esc(MEMORY_NOTE)}" aria-hidden="true">?</sup>')
         run_ends = i + 1 == len(tokens) or attribution[i + 1][0] != n
         if run_ends and n is not None:
             parts.append(f'<sup class="fn-ref {colour_class(n)}" aria-hidden="true">[{n}]</sup>')
-    return (f'<div class="fn-answer" data-mode="{esc(answer.get("mode", ""))}">'
+    return (f'<div class="fn-answer" data-mode="{esc(answer.get("mode", ""))}">{summary_html(answer)}'
             f'<p class="fn-tokens">{"".join(parts)}</p>{legend_html(answer, attribution)}</div>')
+
+
+def _token_label(t: Mapping[str, Any], n: int | None, share: float, sources: Sequence[str]) -> str:
+    """A token's provenance in words (its title and, after the text, its aria-label)."""
+    support = support_of(t)
+    if support is None:
+        return "no document attribution" if n is None else f"[{n}] {sources[n - 1]}: {pct(share)}"
+    if support["label"] == "model":
+        return MEMORY_NOTE if is_content(t) else "no document made this more likely than the model alone"
+    where = f"[{n}] {sources[n - 1]}" if n is not None else "a document"
+    pmi = _pmi(support, support.get("chunk"))
+    details = [f"PMI {pmi:+.2f} nats"] if pmi is not None else []
+    if t.get("posterior"):
+        details.append(f"posterior {pct(share)}")
+    return f"{where}: supported" + (f" ({', '.join(details)})" if details else "")
+
+
+def _pmi(support: Mapping[str, Any], chunk: Any) -> float | None:
+    values = support.get("pmi") or []
+    if isinstance(chunk, int) and 0 <= chunk < len(values) and isinstance(values[chunk], (int, float)):
+        return float(values[chunk])
+    return None
+
+
+def summary_html(answer: Mapping[str, Any]) -> str:
+    """The answer's header: how many of its content words the documents support (nothing for
+    answers without support labels)."""
+    summary = support_summary(answer.get("tokens", []))
+    if summary is None:
+        return ""
+    if summary.total == 0:
+        return ('<div class="fn-answer-head fn-all-supported" role="note">No content words (names, numbers, dates) '
+                'to check against your documents.</div>')
+    words = f"content word{'s' if summary.total != 1 else ''}"
+    if not summary.unsupported:
+        return (f'<div class="fn-answer-head fn-all-supported" role="note"><span aria-hidden="true">✓</span> '
+                f'<b>{summary.supported} of {summary.total}</b> {words} supported by your documents.</div>')
+    return (f'<div class="fn-answer-head fn-some-unsupported" role="note"><span aria-hidden="true">⚠</span> '
+            f'<b>{summary.supported} of {summary.total}</b> {words} supported by your documents; '
+            f'<b>{summary.unsupported}</b> marked <span class="fn-memory">like this</span><sup class="fn-q">?</sup> '
+            "came from the model's memory.</div>")
 
 
 def legend_html(answer: Mapping[str, Any], attribution: Sequence[tuple[int | None, float]] | None = None) -> str:
     sources = sources_of(answer)
+    tokens = answer.get("tokens", [])
     attribution = token_sources(answer) if attribution is None else attribution
     counts = [sum(1 for n, _ in attribution if n == i + 1) for i in range(len(sources))]
     items = [f'<li><span class="fn-swatch {colour_class(i + 1)}" aria-hidden="true"></span>'
              f'<b>[{i + 1}]</b> {esc(s)} <span class="fn-muted">({c} token{"s" if c != 1 else ""})</span></li>'
              for i, (s, c) in enumerate(zip(sources, counts))]
-    if any(n is None for n, _ in attribution):
+    summary = support_summary(tokens)
+    if summary is not None:
+        items.append(f'<li class="fn-legend-memory"><span class="fn-memory">word</span><sup class="fn-q">?</sup> '
+                     f'<b>{esc(MEMORY_NOTE)}</b> <span class="fn-muted">({summary.unsupported} content '
+                     f'word{"s" if summary.unsupported != 1 else ""})</span></li>')
+    marked = {i for a, b in marked_runs(tokens) for i in range(a, b + 1)}
+    plain = [t for i, (t, (n, _)) in enumerate(zip(tokens, attribution)) if n is None and i not in marked]
+    if any(support_of(t) is None for t in plain):
         items.append('<li><span class="fn-swatch fn-none" aria-hidden="true"></span>'
                      f'<b>no mark</b> <span class="fn-muted">this mode ({esc(answer.get("mode", ""))}) gives '
                      'no per-token document posterior</span></li>')
+    elif plain:
+        items.append('<li><span class="fn-swatch fn-none" aria-hidden="true"></span>'
+                     '<b>no mark</b> <span class="fn-muted">no document made these more likely than the model '
+                     'alone: function words ("the", "was"), punctuation, words of the question</span></li>')
     if not items:
         return ""
+    supports = "supports it" if summary is not None else "explains it most"
     return ('<div class="fn-legend"><span class="fn-legend-title">Sources — each coloured run of words ends with '
-            f'the number of the document that explains it most:</span><ul>{"".join(items)}</ul></div>')
+            f'the number of the document that {supports}:</span><ul>{"".join(items)}</ul></div>')
 
 
 def token_detail_html(answer: Mapping[str, Any], index: int) -> str:
-    """One token's provenance: its probability, its posterior over every chunk (best first), and
-    for kNN-LM its datastore share and neighbours."""
+    """One token's provenance: its probability, its support (the chunk that supports it, or the
+    model's memory), its posterior and PMI under every chunk (best first), its closed-book
+    probability, and for kNN-LM its datastore share and neighbours."""
     tokens = answer.get("tokens", [])
     if not 0 <= index < len(tokens):
         return ""
     t = tokens[index]
-    sources = sources_of(answer)
-    chunks = answer.get("chunks", [])
-    rows = []
-    posterior = t.get("posterior") or []
-    for ci in sorted(range(len(posterior)), key=lambda j: -posterior[j]):
-        if ci >= len(chunks):
-            continue
-        c = chunks[ci]
-        n = sources.index(c["source"]) + 1
-        heading = " › ".join(c.get("heading_path") or [])
-        rows.append(f'<tr><td><span class="fn-key {colour_class(n)}">[{n}]</span> {esc(c["source"])}'
-                    f'<div class="fn-muted">{esc(heading)}</div></td><td>chunk {ci + 1}</td>'
-                    f'<td class="fn-num">{pct(posterior[ci])}<div class="fn-bar"><span class="{colour_class(n)}" '
-                    f'style="width:{100 * max(0.0, min(1.0, posterior[ci])):.1f}%"></span></div></td></tr>')
-    table = ("<table class=\"fn-table\"><thead><tr><th>document</th><th>chunk</th>"
-             "<th>p(z | x, y<sub>i</sub>, y<sub>&lt;i</sub>)</th></tr></thead>"
-             f"<tbody>{''.join(rows)}</tbody></table>") if rows else ""
+    support = support_of(t)
+    table = _chunk_table(answer, t.get("posterior") or [], list(support.get("pmi") or []) if support else [],
+                         support.get("chunk") if support else None)
     knn = ""
     if t.get("knn_share") is not None:
         knn = f'<p>Share of λ·p<sub>kNN</sub> in this token\'s probability: <b>{pct(t["knn_share"])}</b></p>'
     neighbours = _records_table(t.get("neighbours") or [], "datastore neighbours")
-    if not (table or knn or neighbours):
+    verdict = _support_verdict(answer, t, support)
+    if not (table or knn or neighbours or verdict):
         table = f'<p class="fn-muted">The {esc(answer.get("mode", ""))} mode gives no per-token provenance.</p>'
     return (f'<div class="fn-detail"><h4>Token {index + 1}: “{esc(t["text"])}”</h4>'
-            f'<p>p(y<sub>i</sub> | x, y<sub>&lt;i</sub>) = {t.get("prob", 0.0):.3f}</p>{table}{knn}{neighbours}</div>')
+            f'<p>p(y<sub>i</sub> | x, y<sub>&lt;i</sub>) = {t.get("prob", 0.0):.3f}</p>{verdict}{table}{knn}{neighbours}</div>')
+
+
+def _support_verdict(answer: Mapping[str, Any], t: Mapping[str, Any], support: Mapping[str, Any] | None) -> str:
+    if support is None:
+        return ""
+    closed = support.get("closed_book")
+    closed_line = ("" if not isinstance(closed, (int, float)) else
+                   f'<p>Closed-book p(y<sub>i</sub> | x, ∅, y<sub>&lt;i</sub>) = {closed:.3f} '
+                   '<span class="fn-muted">(the model with no documents)</span></p>')
+    chunk = support.get("chunk")
+    chunks = answer.get("chunks", [])
+    if support["label"] == "document":
+        where = "a retrieved chunk"
+        if isinstance(chunk, int) and 0 <= chunk < len(chunks):
+            n = sources_of(answer).index(chunks[chunk]["source"]) + 1
+            where = f'<span class="fn-key {colour_class(n)}">[{n}]</span> {esc(chunks[chunk]["source"])} (chunk {chunk + 1})'
+        pmi = _pmi(support, chunk)
+        gain = f": PMI {pmi:+.2f} nats, {math.exp(min(pmi, 50.0)):.1f}× as likely as with no documents" if pmi is not None else ""
+        whole = (' <span class="fn-muted">A content word is judged whole: the PMIs of its tokens add up, and a value '
+                 "the chunk contains verbatim counts as copied from it.</span>") if is_content(t) else ""
+        text = f"<b>Supported</b> by {where}{gain}.{whole}"
+    elif is_content(t):
+        text = (f'<span class="fn-memory">{esc(str(t["text"]).strip())}</span><sup class="fn-q">?</sup> '
+                f"<b>{esc(MEMORY_NOTE[0].upper() + MEMORY_NOTE[1:])}</b>: no retrieved chunk made it markedly more "
+                "likely than the model alone.")
+    else:
+        text = ("No retrieved chunk made this token markedly more likely than the model alone; it is not a content "
+                "word (a function word, punctuation or a word of the question), so it is not marked.")
+    return f'<div class="fn-support"><p>{text}</p>{closed_line}</div>'
+
+
+def _chunk_table(answer: Mapping[str, Any], posterior: Sequence[float], pmi: Sequence[float | None],
+                 supporting: Any) -> str:
+    """A row per chunk (best posterior first, else best PMI): document, chunk, posterior, PMI."""
+    chunks = answer.get("chunks", [])
+    sources = sources_of(answer)
+    n_rows = min(len(chunks), max(len(posterior), len(pmi)))
+    has_post, has_pmi = bool(posterior), bool(pmi)
+
+    def pmi_of(j: int) -> float | None:
+        v = pmi[j] if j < len(pmi) else None
+        return float(v) if isinstance(v, (int, float)) else None
+
+    def key(j: int) -> tuple[float, float]:
+        p = posterior[j] if j < len(posterior) else 0.0
+        v = pmi_of(j)
+        return (-p, -(v if v is not None else -math.inf)) if has_post else (-(v if v is not None else -math.inf), 0.0)
+
+    rows = []
+    for ci in sorted(range(n_rows), key=key):
+        c = chunks[ci]
+        n = sources.index(c["source"]) + 1
+        heading = " › ".join(c.get("heading_path") or [])
+        cells = (f'<td><span class="fn-key {colour_class(n)}">[{n}]</span> {esc(c["source"])}'
+                 f'<div class="fn-muted">{esc(heading)}</div></td><td>chunk {ci + 1}</td>')
+        if has_post:
+            p = posterior[ci] if ci < len(posterior) else None
+            bar = 0.0 if p is None else 100 * max(0.0, min(1.0, p))
+            cells += (f'<td class="fn-num">{pct(p)}<div class="fn-bar"><span class="{colour_class(n)}" '
+                      f'style="width:{bar:.1f}%"></span></div></td>')
+        if has_pmi:
+            v = pmi_of(ci)
+            mark = ' <b class="fn-supports">✓ supports</b>' if ci == supporting else ""
+            shown = "–" if v is None else f"{v:+.2f}"
+            cells += f'<td class="fn-num fn-pmi">{shown}{mark}</td>'
+        row_class = ' class="fn-supporting"' if ci == supporting else ""
+        rows.append(f"<tr{row_class}>{cells}</tr>")
+    if not rows:
+        return ""
+    head = "<th>document</th><th>chunk</th>"
+    if has_post:
+        head += "<th>p(z | x, y<sub>i</sub>, y<sub>&lt;i</sub>)</th>"
+    if has_pmi:
+        head += ('<th title="log p(y_i | x, z, y_&lt;i) − log p(y_i | x, ∅, y_&lt;i): how much this chunk raised '
+                 'the token above the model alone">PMI (nats) against the model alone</th>')
+    return f'<table class="fn-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def _records_table(records: Sequence[Any], caption: str) -> str:
@@ -320,7 +464,20 @@ CSS = """
 .fn-answer { font-size: 1.05rem; line-height: 2.1; }
 .fn-tokens { white-space: pre-wrap; margin: 0 0 .6rem 0; }
 .fn-tok { cursor: pointer; padding: 1px 0; border-radius: 2px; }
-.fn-tok.fn-none { border-bottom: 1px dotted #888; }
+/* Content words from the model's memory: a dotted underline and a "?" (never colour alone). */
+.fn-memory { text-decoration-line: underline; text-decoration-style: dotted; text-decoration-thickness: 2px;
+  text-underline-offset: .25em; text-decoration-color: #8b0000; text-decoration-skip-ink: none; }
+.fn-q { font-size: .72em; font-weight: 700; color: #8b0000; border: 1px dashed #8b0000; border-radius: 3px;
+  padding: 0 3px; margin: 0 2px 0 1px; background: #fff; }
+.fn-answer-head { font-size: .92rem; line-height: 1.5; border: 1px solid #ccc; border-radius: 5px; padding: .3rem .6rem;
+  margin: 0 0 .5rem 0; background: #f7f7f7; }
+.fn-answer-head.fn-some-unsupported { border-left: 5px double #8b0000; }
+.fn-answer-head.fn-all-supported { border-left: 5px solid #444; }
+.fn-legend-memory b { font-weight: 600; }
+.fn-support { border-left: 3px solid #ccc; padding-left: .5rem; margin: .3rem 0; }
+.fn-support p { margin: .2rem 0; }
+.fn-supporting td { font-weight: 600; }
+.fn-supports { font-size: .85em; }
 .fn-tok:focus, .fn-tok.fn-selected { outline: 2px solid #222; outline-offset: 1px; }
 .fn-ref { font-size: .7em; border-radius: 3px; padding: 0 2px; margin: 0 2px; font-weight: 600; }
 .fn-legend { font-size: .85rem; line-height: 1.4; border-top: 1px solid #ddd; padding-top: .4rem; }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import replace
 
@@ -98,25 +99,42 @@ def cmd_chat(args, ctx) -> int:
         kb.close()
 
 
-def _stream_to_terminal(engine, question, history, mode, k):
+def _stream_to_terminal(engine, question, history, mode, k, out=None):
+    """Print the answer as it streams, content words from the model's memory marked (underlined
+    with a "?" on a terminal, ``[?word]`` elsewhere), then the one-line support summary. A word is
+    printed once its mark is final: the words of a marked run wait for the token that ends it."""
     from assistant.answer import Answer
 
-    answer = None
+    from ..support_marks import settled_count, support_summary, terminal_text
+
+    out = sys.stdout if out is None else out
+    tty = out.isatty() and os.environ.get("TERM") != "dumb"  # underline only where a terminal shows it
+    answer, tokens, printed = None, [], 0
     for item in engine.stream(question, history, mode=mode, k=k):
         if isinstance(item, Answer):
             answer = item
-        else:
-            print(item.text, end="", flush=True)
-    print()
+            continue
+        tokens.append(item.to_json())
+        ready = settled_count(tokens)
+        if ready > printed:
+            print(terminal_text(tokens, printed, ready, tty), end="", flush=True, file=out)
+            printed = ready
+    if not tokens and answer is not None:  # a mode that streamed nothing before its answer
+        tokens = [t.to_json() for t in answer.tokens]
+    print(terminal_text(tokens, printed, None, tty), file=out)
+    summary = support_summary(tokens)
+    if summary is not None:
+        print(summary.line(), file=out)
     return answer
 
 
-def _print_citations(answer) -> None:
+def _print_citations(answer, out=None) -> None:
+    out = sys.stdout if out is None else out
     cited = answer.cited_chunk() if answer else None
     for i, c in enumerate(answer.chunks if answer else (), 1):
         mark = "*" if c is cited else " "
         post = f" posterior={c.posterior:.2f}" if c.posterior is not None else ""
-        print(f" {mark}[{i}] {c.source} [{c.start}:{c.end}] prior={c.prior:.2f}{post}")
+        print(f" {mark}[{i}] {c.source} [{c.start}:{c.end}] prior={c.prior:.2f}{post}", file=out)
 
 
 def cmd_eval_qa(args, ctx) -> int:
