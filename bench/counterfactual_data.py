@@ -368,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     write_corpus(dest / "counterfactual", counter)
     cf, qa = query_rows(spec)
     qdir = Path(args.queries_dir)
+    qdir.mkdir(parents=True, exist_ok=True)
     for stem, rows in (("enwiki_counterfactual", cf), ("enwiki_qa", qa)):
         write_jsonl(qdir / f"{stem}.jsonl", rows)
         for split in sorted(SPLITS):
