@@ -121,6 +121,12 @@ def test_streaming_sends_tokens_with_provenance_then_the_answer(client, service)
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert chunks[-1]["footnotes"] == json.loads(json.dumps(expected.to_json()))
     assert len({c["id"] for c in chunks}) == 1
+    # issue 14: every streamed token and every token of the final answer carries its support label
+    for token in [c["footnotes_token"] for c in tokens] + chunks[-1]["footnotes"]["tokens"]:
+        support = token["support"]
+        assert set(support) == {"label", "chunk", "pmi", "closed_book", "content"}
+        assert support["label"] in ("document", "model") and len(support["pmi"]) == 2
+        assert (support["chunk"] is None) == (support["label"] == "model")
 
 
 def test_the_openai_client_works_streaming_and_not(service) -> None:

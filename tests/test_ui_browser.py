@@ -208,17 +208,29 @@ def test_upload_ask_cite_and_open_the_source(server, browser) -> None:
     legend = css(driver, "#fn-answer-view .fn-legend")[0].text
     numbers = dict(re.findall(r"\[(\d+)\] (\S+)", legend))
     cited = next(n for n, name in numbers.items() if name == "zorblat-festival.md")
+    # colouring follows the support labels: the answer's own word is that file's, and a token no
+    # chunk supports is coloured as no document's
     coloured = css(driver, f"#fn-answer-view .fn-tok.fn-c{cited}")
-    assert len(coloured) >= len(css(driver, "#fn-answer-view .fn-tok")) // 2  # most words come from that file
+    quillby = [t for t in css(driver, "#fn-answer-view .fn-tok") if t.text.strip() and t.text.strip() in "Quillby"]
+    assert quillby and all(f"fn-c{cited}" in t.get_attribute("class").split() for t in quillby), \
+        [t.get_attribute("class") for t in quillby]
+    others = [t for t in css(driver, "#fn-answer-view .fn-tok") if "fn-none" not in t.get_attribute("class")]
+    assert len(coloured) >= len(others) // 2  # of the words a document supports, most come from that file
     background = coloured[0].value_of_css_property("background-color")
     assert background not in ("rgba(0, 0, 0, 0)", "transparent"), background
     assert any(s.text == f"[{cited}]" for s in css(driver, "#fn-answer-view sup.fn-ref"))  # readable without colour
+    head = css(driver, "#fn-answer-view .fn-answer-head")[0].text
+    assert re.search(r"\d+ of \d+ content words? supported by your documents", head), head
+    assert "from the model's memory, not found in your documents" in legend
     driver.execute_script("document.querySelector('#fn-answer-view').scrollIntoView({block: 'start'})")
     screenshot(driver, "2-answer")
 
-    # selecting a token shows its document posterior
-    coloured[0].click()
+    # selecting a token shows its document posterior, its PMI under each chunk and its closed-book probability
+    quillby[0].click()
     wait(driver, lambda d: "zorblat-festival.md" in css(d, "#fn-token-detail")[0].text, 30)
+    detail = css(driver, "#fn-token-detail")[0].text
+    assert "Supported by" in detail and "PMI" in detail and "Closed-book p(" in detail, detail
+    assert len(css(driver, "#fn-token-detail td.fn-pmi")) == 2  # one PMI per retrieved chunk (k = 2)
 
     # opening the cited chunk shows the source scrolled to the highlighted span
     card = next(c for c in css(driver, "#fn-chunks-view .fn-chunk") if "zorblat-festival.md" in c.text)
@@ -288,3 +300,45 @@ def test_each_browser_session_has_its_own_conversation(server, browser) -> None:
         driver.close()
         driver.switch_to.window(first)
     assert driver.execute_script(messages) >= 2
+
+
+def test_words_from_the_models_memory_are_marked_without_colour(server, browser) -> None:
+    """A closed-book answer has no document behind it: every content word carries the dotted
+    underline and the "?", the header says none is supported, and the legend explains the mark."""
+    from selenium.webdriver.common.keys import Keys
+
+    driver = browser
+    css(driver, "#fn-new-chat")[0].click()
+    wait(driver, lambda d: not d.execute_script("return document.querySelectorAll('#fn-chatbot .message').length"), 30)
+    box = css(driver, "#fn-mode input")[0]
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+    box.click()
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("closed-book")
+    option = wait(driver, lambda d: next((o for o in css(d, "ul[role=listbox] li, [role=option]")
+                                          if o.text.strip() == "closed-book"), None), 10)
+    option.click()
+    wait(driver, lambda d: css(d, "#fn-mode input")[0].get_attribute("value") == "closed-book", 10)
+    ask(driver, "Where is the Zorblat festival held?")
+    assert "Answered with closed-book" in css(driver, "#fn-status")[0].text
+    head = css(driver, "#fn-answer-view .fn-answer-head")[0].text
+    found = re.search(r"(\d+) of (\d+) content words? supported by your documents", head)
+    assert found and found[1] == "0", head
+    marked = css(driver, "#fn-answer-view .fn-tok.fn-unsupported")
+    if int(found[2]):
+        assert marked and "came from the model's memory" in head
+        assert all("fn-none" in t.get_attribute("class").split() for t in marked)  # no document's colour
+        assert [q.text for q in css(driver, "#fn-answer-view .fn-tokens sup.fn-q")] == ["?"] * len(
+            css(driver, "#fn-answer-view .fn-tokens sup.fn-q"))
+        word = css(driver, "#fn-answer-view .fn-tok.fn-unsupported .fn-memory")[0]
+        assert word.value_of_css_property("text-decoration-style") == "dotted"  # a mark that is not a colour
+        assert "from the model's memory" in marked[0].get_attribute("title")
+    legend = css(driver, "#fn-answer-view .fn-legend")[0].text
+    assert "from the model's memory, not found in your documents" in legend
+    driver.execute_script("document.querySelector('#fn-answer-view').scrollIntoView({block: 'start'})")
+    screenshot(driver, "6-memory-marks")
+    if marked:
+        marked[0].click()
+        wait(driver, lambda d: "From the model's memory" in css(d, "#fn-token-detail")[0].text, 30)
+        assert "Closed-book p(" in css(driver, "#fn-token-detail")[0].text
+        screenshot(driver, "7-memory-token-detail")

@@ -194,9 +194,13 @@ def legend_html(answer: Mapping[str, Any], attribution: Sequence[tuple[int | Non
                      'alone: function words ("the", "was"), punctuation, words of the question</span></li>')
     if not items:
         return ""
-    supports = "supports it" if summary is not None else "explains it most"
-    return ('<div class="fn-legend"><span class="fn-legend-title">Sources — each coloured run of words ends with '
-            f'the number of the document that {supports}:</span><ul>{"".join(items)}</ul></div>')
+    if not sources:
+        title = "Marks:"
+    else:
+        supports = "supports it" if summary is not None else "explains it most"
+        title = f"Sources — each coloured run of words ends with the number of the document that {supports}:"
+    return f'<div class="fn-legend"><span class="fn-legend-title">{title}</span><ul>{"".join(items)}</ul></div>'
+
 
 
 def token_detail_html(answer: Mapping[str, Any], index: int) -> str:
@@ -241,9 +245,10 @@ def _support_verdict(answer: Mapping[str, Any], t: Mapping[str, Any], support: M
                  "the chunk contains verbatim counts as copied from it.</span>") if is_content(t) else ""
         text = f"<b>Supported</b> by {where}{gain}.{whole}"
     elif is_content(t):
+        why = ("no retrieved chunk made it markedly more likely than the model alone" if chunks else
+               f"the {esc(answer.get('mode', ''))} mode answers without documents")
         text = (f'<span class="fn-memory">{esc(str(t["text"]).strip())}</span><sup class="fn-q">?</sup> '
-                f"<b>{esc(MEMORY_NOTE[0].upper() + MEMORY_NOTE[1:])}</b>: no retrieved chunk made it markedly more "
-                "likely than the model alone.")
+                f"<b>{esc(MEMORY_NOTE[0].upper() + MEMORY_NOTE[1:])}</b>: {why}.")
     else:
         text = ("No retrieved chunk made this token markedly more likely than the model alone; it is not a content "
                 "word (a function word, punctuation or a word of the question), so it is not marked.")
