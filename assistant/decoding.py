@@ -46,6 +46,17 @@ class Contrast:
         return self.adaptive or self.alpha != 0 or self.beta > 0
 
 
+def contrasted_row(contrast: Contrast) -> Combine:
+    """Combine for a beam of one chunk row and its null-document row (R = 2): the chunk's
+    distribution contrasted with the null's; with an inactive contrast :func:`single_row`."""
+
+    def combine(row_logprobs: torch.Tensor) -> torch.Tensor:
+        doc, null = row_logprobs[:, :1], row_logprobs[:, 1]  # (beams, 1, V), (beams, V)
+        return grounded_doc_logprobs(doc, null, contrast.alpha, contrast.adaptive, contrast.beta)[:, 0]  # (beams, V)
+
+    return combine
+
+
 def grounded_mixture(doc_logprior: torch.Tensor, contrast: Contrast) -> Combine:
     """Combine for a beam of k chunk rows followed by the null-document row (R = k + 1): the
     RAG-Token mixture Σ_z p(z|x) p̃(y_i|x,z,y_<i) of the contrasted chunk distributions; the null

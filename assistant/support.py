@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from .answer import Support, TokenProvenance
 
@@ -107,26 +107,48 @@ def content_phrases(texts: Sequence[str], asked: set[str] = frozenset()) -> list
     return phrases
 
 
-class SupportStream:
-    """Support labels while an answer streams: :meth:`push` each token as it is final and get back
-    the tokens whose labels can no longer change (a phrase may still grow by the next word, so its
-    tokens wait for it); :meth:`finish` releases the rest. Released labels equal
-    :func:`label_support` on the whole answer."""
+def label_whole(texts: Sequence[str], label: str, chunk: int | None, question: str) -> list[Support]:
+    """Every token with the same label (an extractive span is "document" as a whole; a message
+    from the system is "model"), content flags from the phrases."""
+    asked = {w.lower() for w in WORD.findall(question)}
+    content = {i for p in content_phrases(texts, asked) for i in p.tokens}
+    return [Support(label, chunk if label == "document" else None, (), None, i in content) for i in range(len(texts))]
 
-    def __init__(self, chunk_texts: Sequence[str], question: str, rule: SupportRule = SupportRule()) -> None:
-        self.chunk_texts = list(chunk_texts)
-        self.question = question
-        self.rule = rule
+
+def label_by_share(texts: Sequence[str], shares: Sequence[float], chunks: Sequence[int | None], question: str,
+                   threshold: float = 0.5) -> list[Support]:
+    """kNN-LM: a token is "document" when the datastore's share λ·p_kNN(w)/p(w) of its
+    probability reaches ``threshold`` (``chunks``: its nearest neighbour's chunk index or None)."""
+    asked = {w.lower() for w in WORD.findall(question)}
+    content = {i for p in content_phrases(texts, asked) for i in p.tokens}
+    out = []
+    for i, (share, chunk) in enumerate(zip(shares, chunks)):
+        label = "document" if share >= threshold else "model"
+        out.append(Support(label, chunk if label == "document" else None, (), None, i in content))
+    return out
+
+
+Labeller = Callable[[Sequence[str], Sequence[Any]], list[Support]]
+
+
+class SupportStream:
+    """Support labels while an answer streams: :meth:`push` each token (its text and its evidence)
+    as it is final and get back the tokens whose labels can no longer change (a phrase may still
+    grow by the next word, so its tokens wait for it); :meth:`finish` releases the rest. Released
+    labels equal ``label`` on the whole answer.
+
+    ``label(texts, evidence)``: the labelling of the whole answer so far, e.g. :func:`pmi_labeller`."""
+
+    def __init__(self, label: Labeller, question: str) -> None:
+        self.label = label
         self.asked = {w.lower() for w in WORD.findall(question)}
         self.texts: list[str] = []
-        self.pmis: list[Sequence[float]] = []
-        self.closed_book: list[float | None] = []
+        self.evidence: list[Any] = []
         self.released = 0
 
-    def push(self, text: str, pmi_row: Sequence[float], closed_book: float | None) -> list[tuple[int, Support]]:
+    def push(self, text: str, evidence: Any) -> list[tuple[int, Support]]:
         self.texts.append(text)
-        self.pmis.append(pmi_row)
-        self.closed_book.append(closed_book)
+        self.evidence.append(evidence)
         return self._release(self._final_count())
 
     def finish(self) -> list[tuple[int, Support]]:
@@ -135,7 +157,7 @@ class SupportStream:
     def _release(self, upto: int) -> list[tuple[int, Support]]:
         if upto <= self.released:
             return []
-        labels = label_support(self.texts, self.pmis, self.closed_book, self.chunk_texts, self.question, self.rule)
+        labels = self.label(self.texts, self.evidence)
         out = [(i, labels[i]) for i in range(self.released, upto)]
         self.released = upto
         return out
@@ -151,6 +173,25 @@ class SupportStream:
                 break
             count += 1
         return count
+
+
+def pmi_labeller(chunk_texts: Sequence[str], question: str, rule: SupportRule = SupportRule()) -> Labeller:
+    """Labels from (PMI row, closed-book probability) evidence per token: :func:`label_support`."""
+    chunks = list(chunk_texts)
+
+    def label(texts: Sequence[str], evidence: Sequence[Any]) -> list[Support]:
+        return label_support(texts, [e[0] for e in evidence], [e[1] for e in evidence], chunks, question, rule)
+
+    return label
+
+
+def share_labeller(question: str, threshold: float = 0.5) -> Labeller:
+    """Labels from (datastore share, nearest chunk index) evidence per token: :func:`label_by_share`."""
+
+    def label(texts: Sequence[str], evidence: Sequence[Any]) -> list[Support]:
+        return label_by_share(texts, [e[0] for e in evidence], [e[1] for e in evidence], question, threshold)
+
+    return label
 
 
 def _open_start(text: str, phrases: Sequence[_Phrase], asked: set[str]) -> int:

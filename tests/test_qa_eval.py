@@ -85,6 +85,7 @@ def test_evaluate_qa_report():
     assert report["m"]["exact_match"] == 1.0 and report["m"]["f1"] == 1.0 and report["m"]["answer_recall"] == 1.0
     assert report["m"]["citation_accuracy"] == 0.5  # q2's gold is b.md
     assert report["n"] == {**report["n"], "exact_match": 0.0, "citation_accuracy": 0.0}
-    assert set(report["m"]) == {"exact_match", "f1", "answer_recall", "citation_accuracy", "seconds_per_answer"}
+    assert set(report["m"]) == {"exact_match", "f1", "answer_recall", "citation_accuracy", "leakage", "support_recall",
+                                "memory_caught", "seconds_per_answer"}
     assert report["m"]["seconds_per_answer"] >= 0.0
     json.dumps(report)

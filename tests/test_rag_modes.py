@@ -174,7 +174,7 @@ def test_rag_sequence_thorough_marginal_equals_brute_force(gen, hits):
     answer = load_mode("rag-sequence", gen, config).answer(QUESTION, [], hits)
     prior = [c.prior for c in answer.chunks]
     prompts = build_prompts(gen, QUESTION, [], [chunk_context(h, 2000) for h in hits], config)
-    table = hypotheses_per_chunk(gen, prompts, config)
+    table = hypotheses_per_chunk(gen, prompts, build_prompts(gen, QUESTION, [], [None], config)[0], config)
     assert not table.missing()  # thorough: every pair scored
     by_text = {gen.decode([s.token_id for s in h.answer_steps]): h for h in table.hypotheses}
     assert len(answer.n_best) >= 2
@@ -194,7 +194,7 @@ def test_rag_sequence_fast_gives_zero_to_chunks_whose_beam_missed_the_answer(gen
     config = cfg(rag_sequence_decoding="fast", rag_sequence_beams=2, max_new_tokens=5)
     answer = load_mode("rag-sequence", gen, config).answer(QUESTION, [], hits)
     prompts = build_prompts(gen, QUESTION, [], [chunk_context(h, 2000) for h in hits], config)
-    table = hypotheses_per_chunk(gen, prompts, config)
+    table = hypotheses_per_chunk(gen, prompts, build_prompts(gen, QUESTION, [], [None], config)[0], config)
     best = next(i for i, h in enumerate(table.hypotheses)
                 if gen.decode([s.token_id for s in h.answer_steps]) == answer.text)
     for z, chunk in enumerate(answer.chunks):

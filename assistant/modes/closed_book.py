@@ -12,20 +12,25 @@ from knowledge.types import Hit
 from ..answer import Answer, TokenProvenance
 from ..conversation import Turn
 from ..prompts import build_prompts
+from ..support import SupportStream, pmi_labeller
 from .base import ModeBase
+from .grounded import StepEvidence, with_support
 from .mixture import stream_mixture
 
 
 class ClosedBookMode(ModeBase):
-    """p(y|x) of the plain LM on the question and the conversation; no chunks, no provenance."""
+    """p(y|x) of the plain LM on the question and the conversation; no chunks, no provenance:
+    every token's support is "model" (its closed-book probability is its own)."""
 
     name = "closed-book"
     uses_retrieval = False
 
     def stream(self, question: str, history: Sequence[Turn], hits: Sequence[Hit]) -> Iterator[TokenProvenance | Answer]:
         prompts = build_prompts(self.generator, question, history, [None], self.config)
+        evidence = (StepEvidence(text, math.exp(step.logprob), (), [], math.exp(step.logprob))
+                    for step, text in stream_mixture(self.generator, prompts, torch.zeros(1), self.config))
         tokens: list[TokenProvenance] = []
-        for step, text in stream_mixture(self.generator, prompts, torch.zeros(1), self.config):
-            tokens.append(TokenProvenance(text, math.exp(step.logprob)))
-            yield tokens[-1]
+        for token in with_support(evidence, SupportStream(pmi_labeller([], question), question)):
+            tokens.append(token)
+            yield token
         yield Answer("".join(t.text for t in tokens), self.name, (), tuple(tokens))

@@ -13,22 +13,31 @@ from ..answer import Answer, TokenProvenance, chunks_of
 from ..conversation import Turn
 from ..prompts import build_prompts, concat_context
 from .base import ModeBase, doc_logprior
-from .mixture import stream_mixture
+from .grounded import StepEvidence, support_stream, with_support
+from .mixture import stream_grounded
 
 
 class ConcatMode(ModeBase):
-    """The plain LM on one prompt holding all k chunks. It has no per-chunk distribution, so
-    chunks carry the retrieval prior only (posterior ``None``) and tokens no posterior."""
+    """The plain LM on one prompt holding all k chunks, decoded in lockstep with the null document
+    (context-aware decoding applies to the one context as to each RAG chunk). It has no per-chunk
+    distribution, so chunks carry the retrieval prior only (posterior ``None``) and tokens no
+    posterior; a token's PMI is that of all chunks together (the same value for each chunk), and
+    copy evidence picks the chunk a supported phrase is quoted from."""
 
     name = "concat"
 
     def stream(self, question: str, history: Sequence[Turn], hits: Sequence[Hit]) -> Iterator[TokenProvenance | Answer]:
         cfg = self.config
         prior = doc_logprior(hits, cfg)  # (k,)
-        prompts = build_prompts(self.generator, question, history, [concat_context(hits, cfg.chunk_chars)], cfg)
+        prompts = build_prompts(self.generator, question, history, [concat_context(hits, cfg.chunk_chars), None], cfg)
         tokens: list[TokenProvenance] = []
-        for step, text in stream_mixture(self.generator, prompts, torch.zeros(1), cfg):
-            tokens.append(TokenProvenance(text, math.exp(step.logprob)))
-            yield tokens[-1]
+        for token in with_support(self._evidence(prompts, len(hits)), support_stream(hits, question, cfg)):
+            tokens.append(token)
+            yield token
         chunks = chunks_of(hits, prior.exp().tolist(), None)
         yield Answer("".join(t.text for t in tokens), self.name, chunks, tuple(tokens))
+
+    def _evidence(self, prompts: list[list[int]], k: int) -> Iterator[StepEvidence]:
+        for step, text in stream_grounded(self.generator, prompts, torch.zeros(1), self.config):
+            context, null = step.row_logprobs  # log p under all chunks, under ∅
+            yield StepEvidence(text, math.exp(step.logprob), (), [context - null] * k, math.exp(null))

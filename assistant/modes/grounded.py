@@ -10,7 +10,7 @@ from knowledge.types import Hit
 
 from ..answer import TokenProvenance
 from ..config import AnswerConfig
-from ..support import SupportRule, SupportStream
+from ..support import SupportRule, SupportStream, pmi_labeller
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def support_rule(config: AnswerConfig) -> SupportRule:
 
 
 def support_stream(hits: Sequence[Hit], question: str, config: AnswerConfig) -> SupportStream:
-    return SupportStream([h.chunk.text for h in hits], question, support_rule(config))
+    return SupportStream(pmi_labeller([h.chunk.text for h in hits], question, support_rule(config)), question)
 
 
 def with_support(evidence: Iterable[StepEvidence], labels: SupportStream) -> Iterator[TokenProvenance]:
@@ -44,6 +44,6 @@ def with_support(evidence: Iterable[StepEvidence], labels: SupportStream) -> Ite
 
     for e in evidence:
         pending.append(e)
-        yield from release(labels.push(e.text, list(e.pmi), e.closed_book))
+        yield from release(labels.push(e.text, (list(e.pmi), e.closed_book)))
     yield from release(labels.finish())
 

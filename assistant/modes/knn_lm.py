@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -23,9 +23,11 @@ from ..knn.math import interpolate, knn_distribution, knn_share, neighbour_logwe
 from ..knn.sync import DatastoreService, datastore_service
 from ..lockstep import LockstepBatch
 from ..prompts import build_prompts, concat_context
+from ..support import SupportStream, share_labeller
 from .base import ModeBase, ModeResources, doc_logprior
 from .mixture import with_texts
 
+KNN_DOCUMENT_SHARE = 0.5  # a token is "document" when the datastore gives at least half its probability
 CONTEXT_BEFORE = 80  # characters of a neighbour's chunk shown before its position
 CONTEXT_AFTER = 40  # ... and from it on
 
@@ -99,14 +101,29 @@ class KnnLmMode(ModeBase):
         batch = LockstepBatch(self.generator.model, prompts, self.generator.pad_id)
         steps: list[_Step] = []
         tokens: list[TokenProvenance] = []
+        hits = hits if conditioned else ()
+        index = {h.chunk.chunk_id: z for z, h in enumerate(hits)}
+        labels = SupportStream(share_labeller(question, KNN_DOCUMENT_SHARE), question)
+        pending: list[TokenProvenance] = []
         with KeyCapture(self.generator.model) as capture:
             combine = self._combine(datastore, capture, steps)
             decoded = greedy(batch, combine, self.generator.eos_ids, cfg.max_new_tokens)
             for i, (step, text) in enumerate(with_texts(self.generator, decoded, cfg.stop)):
-                tokens.append(self._provenance(datastore, steps[i], step.token_id, step.logprob, text))
-                yield tokens[-1]
+                pending.append(self._provenance(datastore, steps[i], step.token_id, step.logprob, text))
+                for j, support in labels.push(text, self._evidence(pending[-1], index)):
+                    tokens.append(replace(pending[j], support=support))
+                    yield tokens[-1]
+        for j, support in labels.finish():
+            tokens.append(replace(pending[j], support=support))
+            yield tokens[-1]
         chunks = chunks_of(hits, doc_logprior(hits, cfg).exp().tolist(), None) if conditioned else ()
         yield Answer("".join(t.text for t in tokens), self.name, chunks, tuple(tokens))
+
+    @staticmethod
+    def _evidence(token: TokenProvenance, index: dict[str, int]) -> tuple[float, int | None]:
+        """(the datastore's share, the nearest voter's chunk where it is one of the answer's chunks)."""
+        nearest = index.get(token.neighbours[0].chunk_id) if token.neighbours else None
+        return token.knn_share or 0.0, nearest
 
     def _combine(self, datastore: Datastore, capture: KeyCapture, steps: list[_Step]):
         cfg = self.config

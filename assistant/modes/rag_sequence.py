@@ -13,8 +13,9 @@ from knowledge.types import Hit
 from ..answer import Answer, RankedAnswer, TokenProvenance, chunks_of
 from ..config import AnswerConfig
 from ..conversation import Turn
-from ..decoding import Hypothesis, beam_search, single_row
+from ..decoding import Hypothesis, beam_search, contrasted_row
 from ..generator import Generator
+from ..grounding import pmi
 from ..lockstep import LockstepBatch, PromptState, score_continuations
 from ..marginals import (
     rag_sequence_marginal,
@@ -25,7 +26,8 @@ from ..marginals import (
 from ..prompts import build_prompts, chunk_context
 from ..text_stream import pieces_of
 from .base import ModeBase, doc_logprior
-from .mixture import stop_check
+from .grounded import StepEvidence, support_stream, with_support
+from .mixture import contrast_of, stop_check
 
 
 class RagSequenceMode(ModeBase):
@@ -34,7 +36,10 @@ class RagSequenceMode(ModeBase):
     or "fast" (p(y|x,z) = 0 where z's beam did not produce y) marginalization.
 
     Provenance: chunks carry p(z|x,y) of the best answer; each token carries its chain-rule
-    marginal p(y_i|x,y_<i) and p(z|x) p(y_i|x,z,y_<i) normalised over the chunks.
+    marginal p(y_i|x,y_<i), p(z|x) p(y_i|x,z,y_<i) normalised over the chunks, and its support
+    (PMI against the null document, which every beam carries as a second row). With
+    ``answer.context_weight`` > 0 each beam decodes the contrasted p̃(y|x,z); hypotheses are still
+    scored and marginalised with the plain p(y|x,z).
     """
 
     name = "rag-sequence"
@@ -43,14 +48,14 @@ class RagSequenceMode(ModeBase):
         cfg, gen = self.config, self.generator
         prior = doc_logprior(hits, cfg)  # (k,)
         contexts = [chunk_context(h, cfg.chunk_chars) for h in hits]
-        prompts = build_prompts(gen, question, history, contexts, cfg)
-        table = hypotheses_per_chunk(gen, prompts, cfg)
+        *prompts, null_prompt = build_prompts(gen, question, history, contexts + [None], cfg)
+        table = hypotheses_per_chunk(gen, prompts, null_prompt, cfg)
         seq = table.sequence_logprobs()  # (H, k)
         marginal = rag_sequence_marginal(seq, prior)  # (H,)
         posterior = rag_sequence_posterior(seq, prior)  # (H, k)
         order = marginal.argsort(descending=True)[: cfg.n_best].tolist()
         best = order[0]
-        tokens = self._tokens(table, best, prior)
+        tokens = self._tokens(table, best, prior, hits, question)
         n_best = tuple(
             RankedAnswer(self._text(table.hypotheses[h]), float(marginal[h]), tuple(posterior[h].tolist()))
             for h in order
@@ -58,16 +63,21 @@ class RagSequenceMode(ModeBase):
         chunks = chunks_of(hits, prior.exp().tolist(), posterior[best].tolist())
         return Answer("".join(t.text for t in tokens), self.name, chunks, tokens, n_best)
 
-    def _tokens(self, table: "HypothesisTable", h: int, prior: torch.Tensor) -> tuple[TokenProvenance, ...]:
+    def _tokens(self, table: "HypothesisTable", h: int, prior: torch.Tensor, hits: Sequence[Hit],
+                question: str) -> tuple[TokenProvenance, ...]:
         token_logprobs = table.token_matrix(h)  # (n, k), -inf where unscored
+        null_logprobs = table.null[h]  # (n,)
         probs = rag_sequence_token_marginals(token_logprobs, prior).exp()  # (n,)
         posteriors = rag_token_posterior(token_logprobs, prior)  # (n, k)
+        pmis = pmi(token_logprobs, null_logprobs)  # (n, k)
         hyp = table.hypotheses[h]
         answer_ids = [s.token_id for s in hyp.answer_steps]
-        return tuple(
-            TokenProvenance(p.text, float(probs[p.index]), tuple(posteriors[p.index].tolist()))
+        evidence = (
+            StepEvidence(p.text, float(probs[p.index]), tuple(posteriors[p.index].tolist()), pmis[p.index].tolist(),
+                         math.exp(float(null_logprobs[p.index])))
             for p in pieces_of(self.generator.decode, answer_ids, self.config.stop)
         )
+        return tuple(with_support(evidence, support_stream(hits, question, self.config)))
 
     def _text(self, hyp: Hypothesis) -> str:
         ids = [s.token_id for s in hyp.answer_steps]
@@ -82,13 +92,16 @@ class HypothesisTable:
     k: int
     hypotheses: list[Hypothesis] = field(default_factory=list)
     scored: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)  # (h, z) -> (n_h,)
+    null: list[torch.Tensor] = field(default_factory=list)  # h -> (n_h,) log p(y_i|x,∅,y_<i)
 
     def add(self, hyp: Hypothesis) -> None:
+        """Add a hypothesis of group z whose steps hold (log p under z, log p under ∅)."""
         ids = hyp.token_ids
         index = next((h for h, other in enumerate(self.hypotheses) if other.token_ids == ids), None)
         if index is None:
             index = len(self.hypotheses)
             self.hypotheses.append(hyp)
+            self.null.append(torch.tensor([s.row_logprobs[1] for s in hyp.steps]))
         self.scored[(index, hyp.group)] = torch.tensor([s.row_logprobs[0] for s in hyp.steps])
 
     def missing(self) -> list[tuple[int, int]]:
@@ -111,14 +124,21 @@ class HypothesisTable:
         return out
 
 
-def hypotheses_per_chunk(generator: Generator, prompts: Sequence[Sequence[int]], cfg: AnswerConfig) -> HypothesisTable:
+def hypotheses_per_chunk(
+    generator: Generator, prompts: Sequence[Sequence[int]], null_prompt: Sequence[int], cfg: AnswerConfig
+) -> HypothesisTable:
     """Beam search per chunk prompt (one batch, one group per chunk), then the union of the
-    hypotheses; with "thorough" decoding every missing pair is scored by teacher forcing."""
-    batch = LockstepBatch(generator.model, prompts, generator.pad_id)
-    first = batch.prefill()  # (k, V)
+    hypotheses; with "thorough" decoding every missing pair is scored by teacher forcing.
+
+    Every beam owns two rows, its chunk's prompt and the null prompt (rows 2z and 2z + 1): the
+    null row scores each hypothesis under ∅ as it grows, and is the reference of context-aware
+    decoding (``answer.context_weight``)."""
+    paired = [row for prompt in prompts for row in (prompt, null_prompt)]  # (2k,) z0, ∅, z1, ∅, ...
+    batch = LockstepBatch(generator.model, paired, generator.pad_id)
+    first = batch.prefill()  # (2k, V)
     state = batch.snapshot(first) if cfg.rag_sequence_decoding == "thorough" else None
     per_chunk = beam_search(
-        batch, first, single_row, len(prompts), cfg.rag_sequence_beams, generator.eos_ids,
+        batch, first, contrasted_row(contrast_of(cfg)), len(prompts), cfg.rag_sequence_beams, generator.eos_ids,
         cfg.max_new_tokens, stop_check(generator, cfg.stop), cfg.length_penalty,
     )
     table = HypothesisTable(len(prompts))
@@ -136,6 +156,6 @@ def score_missing(generator: Generator, state: PromptState, table: HypothesisTab
     if not pairs:
         return
     conts = [table.hypotheses[h].token_ids for h, _ in pairs]
-    scores = score_continuations(generator.model, state, [z for _, z in pairs], conts, generator.pad_id)
+    scores = score_continuations(generator.model, state, [2 * z for _, z in pairs], conts, generator.pad_id)
     for pair, token_logprobs in zip(pairs, scores):
         table.scored[pair] = token_logprobs

@@ -9,16 +9,18 @@ instead of guessing.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Sequence
 
 from knowledge.types import Hit
 
-from ..answer import Answer, AnswerSpan, RankedAnswer, TokenProvenance, chunks_of
+from ..answer import Answer, AnswerSpan, RankedAnswer, Support, TokenProvenance, chunks_of
 from ..config import AnswerConfig
 from ..conversation import Turn
 from ..generator import Generator
 from ..reader import Reader, load_reader
 from ..reader.marginal import ChunkSpan, MarginalAnswer, marginalize_spans
+from ..support import label_whole
 from .base import ModeBase, ModeResources, doc_logprior
 
 NO_ANSWER = "I could not find this in your documents."
@@ -48,8 +50,12 @@ class RealmMode(ModeBase):
         p_best = math.exp(best.logprob) if best else 0.0
         if best is None or p_best < cfg.realm_threshold:
             tokens = answer_tokens(self.generator.tokenizer, NO_ANSWER, 1.0 - p_best, ())
+            tokens = tuple(replace(t, support=Support("model")) for t in tokens)  # the system speaking, not a claim
             return Answer(NO_ANSWER, self.name, chunks_of(hits, prior.exp().tolist(), None), tokens, n_best)
         tokens = answer_tokens(self.generator.tokenizer, best.text, p_best, best.posterior)
+        cited = max(range(len(best.posterior)), key=lambda z: best.posterior[z])
+        supports = label_whole([t.text for t in tokens], "document", cited, question)  # a span of the chunk
+        tokens = tuple(replace(t, support=s) for t, s in zip(tokens, supports))
         chunks = chunks_of(hits, prior.exp().tolist(), best.posterior)
         return Answer(best.text, self.name, chunks, tokens, n_best, document_spans(best, hits))
 

@@ -1,0 +1,168 @@
+"""Grounding: do answers follow the documents where they contradict the model's memory, and are the
+words from memory marked? Counterfactual questions (NQ-Swap style) and their ordinary twins.
+
+    .venv/bin/python bench/counterfactual_data.py --dest .dev-data/enwiki-cf      # the two corpora, once
+    .venv/bin/python bench/grounding.py --split dev --variants plain,cad0.5          # a sweep, prints a table
+    .venv/bin/python bench/grounding.py --split test --variants plain,default --write  # the reported run
+
+Each variant is a set of ``[answer]`` settings (``VARIANTS`` below, or ``name={json}`` on the
+command line). For every variant and mode it reports, on the counterfactual set: the share of
+answers stating the documents' value (``follows``, = answer recall), the share stating the
+model's contradicted one (``leakage``), ``support_recall`` and ``memory_caught`` (see
+assistant.qa_eval); on the ordinary twin: answer recall. ``--save FILE`` keeps every answer's JSON
+so that support rules can be re-scored without generating again (``--relabel FILE``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, ROOT, machine, publish, require  # noqa: E402
+
+HEADING = "## Grounding: counterfactual questions (documents against the model's memory)"
+CORPUS = DATA / "enwiki-cf"
+VARIANTS: dict[str, dict] = {
+    "plain": {"context_weight": 0.0, "plausibility": 0.0},
+    "cad0.5": {"context_weight": 0.5, "plausibility": 0.0},
+    "cad1": {"context_weight": 1.0, "plausibility": 0.0},
+    "cad2": {"context_weight": 2.0, "plausibility": 0.0},
+    "adacad": {"context_weight": 1.0, "context_weight_adaptive": True, "plausibility": 0.0},
+    "cad0.5-apc": {"context_weight": 0.5, "plausibility": 0.1},
+    "cad1-apc": {"context_weight": 1.0, "plausibility": 0.1},
+    "cad2-apc": {"context_weight": 2.0, "plausibility": 0.1},
+    "adacad-apc": {"context_weight": 1.0, "context_weight_adaptive": True, "plausibility": 0.1},
+    "default": {},
+}
+
+
+def parse_variants(spec: str) -> dict[str, dict]:
+    out = {}
+    for item in filter(None, spec.split(",")):
+        name, _, settings = item.partition("=")
+        out[name] = json.loads(settings) if settings else VARIANTS[name]
+    return out
+
+
+def query_file(kind: str, split: str) -> Path:
+    suffix = "" if split == "all" else f"_{split}"
+    return ROOT / "bench" / "data" / f"enwiki_{kind}{suffix}.jsonl"
+
+
+def run_set(engine_for, kb, queries, variants, modes, k, limit):
+    """{(variant, mode): (report, [answer json])} for one corpus."""
+    from assistant.qa_eval import evaluate_qa
+
+    out = {}
+    for name, settings in variants.items():
+        engine = Recorder(engine_for(settings))
+        for mode in modes:
+            start = time.perf_counter()
+            report = evaluate_qa(engine, queries[: limit or None], [mode], k)[mode]
+            report["seconds"] = time.perf_counter() - start
+            out[(name, mode)] = (report, [a.to_json() for a in engine.answers.pop(mode)])
+            print(f"{name:>12} {mode:>13}: {json.dumps({m: _r(v) for m, v in report.items()})}", flush=True)
+    return out
+
+
+class Recorder:
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.answers: dict[str, list] = {}
+
+    def ask(self, question, history=(), mode=None, k=None):
+        answer = self.engine.ask(question, history, mode=mode, k=k)
+        self.answers.setdefault(mode, []).append(answer)
+        return answer
+
+
+def _r(v):
+    return round(v, 3) if isinstance(v, float) else v
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default=str(CORPUS), help="folder with counterfactual/ and original/")
+    parser.add_argument("--split", default="dev", choices=("dev", "test", "all"))
+    parser.add_argument("--variants", default="plain,default")
+    parser.add_argument("--modes", default="rag-token")
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("--ordinary", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the ordinary twin (the unchanged corpus)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-dir", default=str(ROOT / ".bench-data" / "grounding"))
+    parser.add_argument("--save", help="write every answer's JSON here")
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    from assistant.config import AnswerConfig, GeneratorConfig
+    from assistant.engine import DialogueEngine
+    from assistant.generator import Generator
+    from assistant.qa_eval import load_queries
+    from knowledge.config import KnowledgeConfig
+    from knowledge.kb import KnowledgeBase
+
+    torch.set_num_threads(args.threads)
+    corpus = require(Path(args.corpus))
+    variants = parse_variants(args.variants)
+    modes = [m for m in args.modes.split(",") if m]
+    generator = Generator.from_config(GeneratorConfig())
+    sets = [("counterfactual", "counterfactual")] + ([("original", "qa")] if args.ordinary else [])
+    results, saved = {}, {}
+    for folder, kind in sets:
+        queries = load_queries(query_file(kind, args.split))
+        kb = KnowledgeBase.open(KnowledgeConfig(), Path(args.data_dir) / folder, folder=corpus / folder)
+        kb.sync()
+        try:
+            def engine_for(settings, kb=kb):
+                return DialogueEngine(kb.retriever, generator, replace(AnswerConfig(k=args.k), **settings))
+
+            for key, (report, answers) in run_set(engine_for, kb, queries, variants, modes, args.k, args.limit).items():
+                results[(folder, *key)] = report
+                saved[f"{folder}/{key[0]}/{key[1]}"] = {"questions": [q.__dict__ for q in queries[: args.limit or None]],
+                                                         "answers": answers}
+        finally:
+            kb.close()
+    if args.save:
+        Path(args.save).write_text(json.dumps(saved, default=list), encoding="utf-8")
+    publish(HEADING, markdown(results, variants, modes, args), args.write)
+
+
+def markdown(results, variants, modes, args) -> str:
+    def f(v):
+        return "–" if v is None else f"{v:.2f}"
+
+    cmd = f"`.venv/bin/python bench/grounding.py --split {args.split} --variants {args.variants} --modes {args.modes}" \
+          f"{' --write' if args.write else ''}`"
+    lines = [
+        f"{cmd}, {machine()}, torch threads = {args.threads}, k = {args.k}.",
+        "",
+        "Counterfactual set: gensim's enwiki articles with one fact replaced (bench/counterfactual_data.py), "
+        "among untouched articles and news; the ordinary twin asks the same questions over the unchanged corpus.",
+        "",
+        "| variant | settings | mode | follows the documents | states the model's value | support_recall | "
+        "memory_caught | ordinary answer recall | s / answer |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, settings in variants.items():
+        for mode in modes:
+            cf = results.get(("counterfactual", name, mode), {})
+            og = results.get(("original", name, mode), {})
+            lines.append(
+                f"| {name} | `{json.dumps(settings) if settings else 'defaults'}` | {mode} | {f(cf.get('answer_recall'))} | "
+                f"{f(cf.get('leakage'))} | {f(cf.get('support_recall'))} | {f(cf.get('memory_caught'))} | "
+                f"{f(og.get('answer_recall'))} | {f(cf.get('seconds_per_answer'))} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
