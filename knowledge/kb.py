@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from .progress import Progress
 from .registry import SOURCES_GROUP, load_plugin
 from .retrieval import HybridRetriever
 from .sources.base import Change, Source
-from .store import KnowledgeStore
+from .store import KnowledgeStore, Status
 from .sync import Syncer
 from .types import SyncReport
 
@@ -49,6 +50,11 @@ class KnowledgeBase:
 
     def source(self, kind: str) -> Source | None:
         return next((s for s in self.sources if s.kind == kind), None)
+
+    def status(self) -> Status:
+        """The store's status, with a warning for each source that cannot be read now."""
+        warnings = tuple(w for s in self.sources if (w := s.unavailable()))
+        return dataclasses.replace(self.store.status(), warnings=warnings)
 
     def sync(self, progress: Progress | None = None) -> list[SyncReport]:
         """Sync every source once (add, update, delete to match them)."""

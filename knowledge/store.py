@@ -35,6 +35,7 @@ from .types import INDEX_TEXT_VERSION, Chunk, Failure
 
 log = logging.getLogger(__name__)
 _PROBE_MIN_SIMILARITY = 0.99  # a chunk's stored vector against its cached one: equal up to float error
+MANIFEST_FILE = "manifest.sqlite3"
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class KnowledgeStore:
     def __init__(self, config: KnowledgeConfig, data_dir: Path, embedder: Embedder, write: bool = True) -> None:
         self.config = config
         self.data_dir = Path(data_dir)
+        if not write and not (self.data_dir / MANIFEST_FILE).is_file():  # a reader creates nothing
+            raise IndexError_(f"there is no knowledge base in {self.data_dir}; run `footnotes ingest DIR` to build "
+                              "one from a folder, or pass the --data-dir it was built in")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._writer_lock = take_writer_lock(self.data_dir) if write else None
         self.embedder = embedder
@@ -72,7 +76,7 @@ class KnowledgeStore:
         self.sync_lock = threading.RLock()
         self.write = write
         self.dirty = False  # a write failed: the next sync reconciles before it starts
-        self.manifest = Manifest(self.data_dir / "manifest.sqlite3")
+        self.manifest = Manifest(self.data_dir / MANIFEST_FILE)
         self.dense = self._open_dense()
         self.bm25_path = self.data_dir / "bm25.npz"
         self.bm25 = self._load_bm25()
@@ -195,6 +199,7 @@ class KnowledgeStore:
                     fixed.update(self._fix_dense(truth, progress))
                 if extra or missing:
                     self.save()
+                self.manifest.prune_embedding_cache_fully()  # what a crash or an older version left behind
                 self.dirty = False
             elif not self._dense_vectors_are_ours():
                 raise IndexError_(f"the Chroma store in {self.data_dir} holds vectors that are not "
@@ -242,7 +247,8 @@ class KnowledgeStore:
         chunk = self.manifest.any_chunk()
         if chunk is None:
             return True
-        cached = self.manifest.cached_embeddings(self.embedder.name, [text_hash(chunk.index_text)], self.embedder.dim)
+        cached = self.manifest.cached_embeddings(self.embedder.name, [text_hash(chunk.index_text)])  # any dim: the
+        # model is not loaded for this (a reader asking for the status never needs it)
         if not cached:
             return True
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .chunking import chunk_document
@@ -68,6 +68,7 @@ class Syncer:
             self._remove(doc_id)
         report = self._apply(work, progress)
         self.store.save()
+        self.store.manifest.prune_embedding_cache()  # the old texts of edited and deleted documents
         stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         self.store.manifest.set_meta("last_sync", stamp)
         if full:
@@ -176,12 +177,3 @@ class Syncer:
         self.store.manifest.remove_document(doc_id)
         self.store.drop_chunks(sorted(old))
 
-
-def sync_source(store: KnowledgeStore, source: Source, progress: Progress | None = None,
-                on_report: Callable[[SyncReport], None] | None = None) -> SyncReport:
-    """Reconcile the store, then sync the whole source once."""
-    store.reconcile(progress)
-    report = Syncer(store, source).sync(None, progress)
-    if on_report:
-        on_report(report)
-    return report

@@ -11,6 +11,7 @@ know, and periodically, as a safety net.
 from __future__ import annotations
 
 import logging
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -94,20 +95,69 @@ class _DirtySet(FileSystemEventHandler):
             return time.monotonic() - self.last_event
 
 
+class _RootWatch:
+    """The observer's watch on the folder, re-armed when the folder is deleted and created again
+    (an inotify watch follows the old directory, so a new one of the same name would go unheard)."""
+
+    def __init__(self, source: FolderSource, observer: Observer, handler: _DirtySet) -> None:
+        self.source, self.observer, self.handler = source, observer, handler
+        self.watch = None
+        self.identity: tuple[int, int] | None = None
+
+    def check(self) -> bool:
+        """Re-arm the watch if the folder is another directory now (or gone); True when it changed."""
+        identity = _identity(self.source.root)
+        if identity == self.identity:
+            return False
+        if self.watch is not None:
+            try:
+                self.observer.unschedule(self.watch)
+            except (KeyError, OSError):  # the emitter already stopped with its deleted directory
+                pass
+            self.watch = None
+        if identity is not None:
+            try:
+                self.watch = self.observer.schedule(self.handler, str(self.source.root), recursive=True)
+            except OSError as exc:  # vanished again in between: the next check retries
+                log.warning("cannot watch %s yet (%s)", self.source.root, exc)
+                identity = None
+        if identity is None and self.identity is not None:
+            log.warning("the knowledge folder %s is gone; waiting for it to come back", self.source.root)
+        elif identity is not None and self.identity is not None:
+            log.warning("the knowledge folder %s is back; watching it again", self.source.root)
+        self.identity = identity
+        return True
+
+
+def _identity(root) -> tuple[int, int] | None:
+    try:
+        st = root.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
 def watch_folder(source: FolderSource, on_change: Callable[[Change], None], stop: threading.Event,
                  debounce: float = 0.4, rescan_seconds: float = 300.0, retry_seconds: float = 5.0) -> None:
-    """Report changes under ``source.root`` until ``stop`` is set. Blocks; run it in a thread."""
+    """Report changes under ``source.root`` until ``stop`` is set. Blocks; run it in a thread.
+
+    Nothing that goes wrong in a sync ends the loop: the error is logged, the sync is retried after
+    ``retry_seconds`` (per-document errors are recorded against their document by the sync itself).
+    """
     dirty = _DirtySet(source)
     alarm = _OverflowAlarm(dirty)
     logging.getLogger(_WATCHDOG_LOGGER).addHandler(alarm)
     observer = Observer()
-    observer.schedule(dirty, str(source.root), recursive=True)
+    root = _RootWatch(source, observer, dirty)
+    root.check()
     observer.start()
     dirty.mark_everything()  # catch up with whatever changed before the observer was listening
     next_rescan = time.monotonic() + rescan_seconds
     try:
         while not stop.is_set():
             dirty.wake.wait(timeout=min(1.0, max(0.05, next_rescan - time.monotonic())))
+            if root.check():  # the folder went away or came back: everything changed
+                dirty.mark_everything()
             if time.monotonic() >= next_rescan:
                 dirty.mark_everything()
                 next_rescan = time.monotonic() + rescan_seconds
@@ -120,8 +170,11 @@ def watch_folder(source: FolderSource, on_change: Callable[[Change], None], stop
                 continue
             try:
                 on_change(change)
-            except (FootnotesError, OSError) as exc:
-                log.error("sync after file changes failed: %s; retrying in %.0f s", exc, retry_seconds)
+            except Exception as exc:  # noqa: BLE001 - the watcher's edge: log, retry, never die
+                if isinstance(exc, (FootnotesError, OSError)):
+                    log.error("sync after file changes failed: %s; retrying in %.0f s", exc, retry_seconds)
+                else:
+                    log.exception("sync after file changes failed; retrying in %.0f s", retry_seconds)
                 stop.wait(retry_seconds)
                 dirty.mark_everything()
     finally:

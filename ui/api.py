@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assistant.answer import Answer
@@ -20,7 +21,7 @@ from knowledge.errors import (ConfigError, DocumentError, FootnotesError, IndexE
 from knowledge.retrieval import Filters
 
 from . import openai_format as oa
-from .service import Service
+from .service import Service, check_text
 
 log = logging.getLogger(__name__)
 MAX_UPLOAD_FILES = 20
@@ -28,14 +29,28 @@ FORM_OVERHEAD = 64 * 1024  # multipart boundaries and headers on top of the file
 _DONE = object()
 
 
-class Message(BaseModel):
+class _Strict(BaseModel):
+    """Numbers are numbers (not ``true`` or ``"3"``), booleans are booleans (not ``"yes"``), and no value
+    anywhere in the body is NaN, an infinity or a string with a lone surrogate."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _well_formed(cls, data: Any) -> Any:
+        check_values(data, ())
+        return data
+
+
+class Message(_Strict):
     model_config = ConfigDict(extra="allow")
     role: str
     content: Any = None
 
 
-class ChatRequest(BaseModel):
-    """OpenAI's request body; fields Footnotes does not use (temperature, top_p, n, user, ...) are ignored."""
+class ChatRequest(_Strict):
+    """OpenAI's request body; fields Footnotes does not use (temperature, top_p, n, user, ...) are ignored
+    (but must still be well-formed JSON values)."""
 
     model_config = ConfigDict(extra="ignore")
     model: str | None = None  # the answer mode; None or "" = the configured default
@@ -47,12 +62,29 @@ class ChatRequest(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)  # any [answer] setting, e.g. {"prior_temperature": 0.2}
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(_Strict):
     model_config = ConfigDict(extra="forbid")
     query: str
     k: int | None = None
     prefix: str = ""
     types: list[str] = Field(default_factory=list)
+
+
+def check_values(value: Any, where: tuple[str | int, ...]) -> None:
+    """Raise ValueError naming the field of the first NaN / infinite number or lone-surrogate string
+    (in keys too) anywhere in a parsed JSON body."""
+    field = ".".join(str(p) for p in where) or "body"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{field} = {value}: numbers must be finite (NaN and Infinity are not JSON)")
+    if isinstance(value, str):
+        check_text(value, field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(str(key), f"a key of {field}")
+            check_values(item, (*where, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_values(item, (*where, i))
 
 
 def api_router(service: Service) -> APIRouter:
@@ -65,7 +97,7 @@ def api_router(service: Service) -> APIRouter:
                          for name in service.modes()]}
 
     @router.post("/chat/completions")
-    async def chat_completions(body: ChatRequest):
+    async def chat_completions(body: ChatRequest, request: Request):
         question, history = oa.question_and_history([m.model_dump() for m in body.messages])
         overrides = dict(body.settings)
         if body.k is not None:
@@ -79,7 +111,7 @@ def api_router(service: Service) -> APIRouter:
         c = oa.Completion.new(config.mode)
         try:
             if not body.stream:
-                answer = await _last(stream)
+                answer = await _last(stream, request)
                 return oa.completion(answer, c, config.max_new_tokens)
             first = await _next(stream)  # errors before the first token still get their status code
         except BaseException:
@@ -102,9 +134,15 @@ def api_router(service: Service) -> APIRouter:
     async def upload(request: Request) -> dict[str, Any]:
         if "content-length" not in request.headers:  # else the form parser spools any amount to disk first
             raise _refused("send the upload with a Content-Length header (chunked uploads are not accepted)", 411)
-        length = int(request.headers["content-length"])
-        if length > service.max_upload_bytes * MAX_UPLOAD_FILES + FORM_OVERHEAD:
-            raise _refused(f"the upload is {length:,} bytes, over the limit", 413)
+        try:
+            length = int(request.headers["content-length"])
+        except ValueError:
+            raise _refused("the Content-Length header is not a number", 400) from None
+        limit = service.max_upload_bytes * MAX_UPLOAD_FILES + FORM_OVERHEAD
+        if length > limit:
+            raise _refused(f"the upload is {length:,} bytes, over the limit of {limit:,} bytes ({MAX_UPLOAD_FILES} "
+                           f"files of at most {service.max_upload_bytes:,} bytes each); send fewer or smaller files "
+                           "(or raise server.max_upload_bytes in config.toml)", 413)
         form = await request.form(max_files=MAX_UPLOAD_FILES, max_fields=10)
         files = [f for _, f in form.multi_items() if hasattr(f, "filename") and hasattr(f, "file")]
         if not files:
@@ -154,13 +192,21 @@ async def _next(stream: Any) -> Any:
         return _DONE
 
 
-async def _last(stream: Any) -> Answer:
+async def _last(stream: Any, request: Request) -> Answer:
+    """The Answer at the end of a stream; a client that hung up meanwhile cancels the generation at the
+    next token (as a streaming client does), so it does not hold the queue to the end."""
     last = None
     async for last in stream:
-        pass
+        if await request.is_disconnected():
+            stream.cancel()
+            raise ClientDisconnected()
     if not isinstance(last, Answer):
         raise RuntimeError("the answer mode ended without an Answer")
     return last
+
+
+class ClientDisconnected(Exception):
+    """The client of a non-streaming chat went away before its answer was ready."""
 
 
 async def _events(first: Any, stream: Any, c: oa.Completion, max_new_tokens: int) -> AsyncIterator[bytes]:
@@ -225,6 +271,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(oa.error_body(str(exc.detail), kind, str(exc.status_code)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
+    async def client_gone(request: Request, exc: ClientDisconnected) -> Response:
+        return Response(status_code=499)  # nobody reads it; nginx's code for "client closed the request"
+
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(oa.error_body("internal error; see the server log", "server_error", "internal_error"),
+                            status_code=500)
+
+    app.add_exception_handler(ClientDisconnected, client_gone)
+    app.add_exception_handler(Exception, unexpected_error)
     app.add_exception_handler(FootnotesError, footnotes_error)
     app.add_exception_handler(ValueError, footnotes_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -284,7 +284,9 @@ def build_blocks(service: Service):
             return [gr.update(visible=visible_for(name, mode_name)) for name in setting_names]
 
         def documents_view() -> str:
-            return render.documents_html([d.to_json() for d in service.documents()], service.status().to_json())
+            summary = service.status().to_json()
+            warnings = "".join(render.message_html(w, "error") for w in summary["warnings"])  # e.g. the folder is gone
+            return warnings + render.documents_html([d.to_json() for d in service.documents()], summary)
 
         def doc_choices():
             return gr.update(choices=[d.doc_id for d in service.documents() if d.source == "folder"], value=None)

@@ -17,9 +17,11 @@ import json
 import os
 import secrets
 import threading
+import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from knowledge.errors import ConfigError
 
@@ -78,6 +80,51 @@ class Sessions:
             self._tokens.discard(token or "")
 
 
+class Throttle:
+    """Per-client backoff of credential checks (login form, HTTP Basic, Bearer alike).
+
+    After a failed check, that client's next check waits until ``delay`` has passed since it; checks
+    that arrive meanwhile take the following slots, one ``delay`` apart, so parallel guesses wait in
+    line as well: one client (one address; on loopback every local process is the same client) gets at
+    most one guess per ``delay``. A correct password is never answered before its slot either, so
+    guesses sent in parallel learn nothing sooner."""
+
+    MAX_CLIENTS = 10_000  # forget expired entries beyond this many (bounded memory under address churn)
+
+    def __init__(self, delay: float = FAILED_LOGIN_DELAY) -> None:
+        self.delay = delay
+        self._next: dict[str, float] = {}  # client -> earliest time of its next check
+        self._lock = threading.Lock()
+
+    async def check(self, client: str, attempt: Any) -> bool:
+        """``attempt()`` (a cheap constant-time comparison) once this client's turn has come."""
+        ok, wait = self._now_or_later(client, attempt)
+        if ok is not None:
+            return ok
+        await asyncio.sleep(wait)
+        with self._lock:
+            return self._attempt(client, attempt)
+
+    def _now_or_later(self, client: str, attempt: Any) -> tuple[bool | None, float]:
+        """(result, 0) when the client may try now (checked under the lock, so parallel first guesses
+        cannot slip through together), else (None, seconds to wait for the slot reserved for it)."""
+        with self._lock:
+            now = time.monotonic()
+            if len(self._next) > self.MAX_CLIENTS:
+                self._next = {c: t for c, t in self._next.items() if t > now}
+            slot = self._next.get(client, 0.0)
+            if slot <= now:
+                return self._attempt(client, attempt), 0.0
+            self._next[client] = slot + self.delay  # the slot after this one, for whoever comes next
+            return None, slot - now
+
+    def _attempt(self, client: str, attempt: Any) -> bool:
+        ok = bool(attempt())
+        if not ok:
+            self._next[client] = max(self._next.get(client, 0.0), time.monotonic() + self.delay)
+        return ok
+
+
 class LoginMiddleware:
     """ASGI middleware: every HTTP and websocket request needs a session cookie or credentials."""
 
@@ -86,6 +133,7 @@ class LoginMiddleware:
         self.login = login
         self.sessions = sessions or Sessions()
         self.api_prefix = api_prefix
+        self.throttle = Throttle()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -99,7 +147,7 @@ class LoginMiddleware:
             self.sessions.end(_cookie(scope, SESSION_COOKIE))
             await _respond(send, 303, b"", [(b"location", LOGIN_PATH.encode()), _clear_cookie()])
             return
-        if self._authenticated(scope):
+        if await self._authenticated(scope):
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
@@ -107,7 +155,7 @@ class LoginMiddleware:
             return
         await self._refuse(scope, send)
 
-    def _authenticated(self, scope: dict) -> bool:
+    async def _authenticated(self, scope: dict) -> bool:
         if self.sessions.valid(_cookie(scope, SESSION_COOKIE)):
             return True
         header = _header(scope, b"authorization")
@@ -116,11 +164,18 @@ class LoginMiddleware:
             try:
                 user, _, word = base64.b64decode(value.strip(), validate=True).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
-                return False
-            return self.login.check(user, word)
+                user, word = "", ""  # malformed credentials are a failed guess like any other
+            return await self._check(scope, user, word)
         if scheme.lower() == "bearer":
-            return self.login.check(self.login.username, value.strip())
+            return await self._check(scope, self.login.username, value.strip())
         return False
+
+    async def _check(self, scope: dict, user: str, word: str) -> bool:
+        """One credential check, throttled per client; a failure is answered after FAILED_LOGIN_DELAY."""
+        ok = await self.throttle.check(_client(scope), lambda: self.login.check(user, word))
+        if not ok:
+            await asyncio.sleep(FAILED_LOGIN_DELAY)
+        return ok
 
     async def _refuse(self, scope: dict, send: Any) -> None:
         path = scope.get("path", "")
@@ -147,8 +202,7 @@ class LoginMiddleware:
         user = form.get("username", [""])[0]
         word = form.get("password", [""])[0]
         target = _safe_next(form.get("next", [target])[0])
-        if not self.login.check(user, word):
-            await asyncio.sleep(FAILED_LOGIN_DELAY)
+        if not await self._check(scope, user, word):
             page = login_page(target, "Wrong username or password.").encode()
             await _respond(send, 401, page, [(b"content-type", b"text/html; charset=utf-8")])
             return
@@ -175,10 +229,23 @@ button{{margin-top:1.2rem;padding:.5rem 1.2rem}}.error{{color:#a00}}</style></he
 
 
 def _safe_next(target: str) -> str:
-    """Only same-site paths: never an absolute or protocol-relative URL (no open redirect)."""
-    if not target.startswith("/") or target.startswith("//") or "\\" in target or target.startswith(LOGIN_PATH):
+    """Only a same-origin path, else ``/`` (no open redirect): no control, format, separator or space
+    characters anywhere (browsers drop tabs and newlines, so ``/\\t/evil.example`` would become
+    ``//evil.example``), no ``//`` or backslash, no scheme or host once parsed. Non-ASCII characters are
+    percent-encoded so the Location header stays ASCII."""
+    if "\\" in target or any(unicodedata.category(ch)[0] in "CZ" for ch in target):
+        return "/"
+    target = quote(target, safe="/?&=%#:@!$'()*+,;~-._[]")
+    parts = urlsplit(target)
+    off_site = not target.startswith("/") or target.startswith("//") or bool(parts.scheme or parts.netloc)
+    if off_site or target.startswith(LOGIN_PATH):
         return "/"
     return target
+
+
+def _client(scope: dict) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 def _header(scope: dict, name: bytes) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from knowledge.errors import DocumentError
 from knowledge.kb import KnowledgeBase
 from knowledge.sources.base import Change
+from knowledge.sources.folder import FolderSource, is_candidate
 from knowledge.sync import Syncer
 from knowledge.types import Chunk, SyncReport
 
@@ -85,7 +86,13 @@ def document_text(kb: KnowledgeBase, doc_id: str) -> str:
 
 def delete_document(kb: KnowledgeBase, doc_id: str) -> SyncReport:
     """Remove a document's file from the knowledge folder and its chunks from both indexes now
-    (the watcher would do the same a moment later)."""
+    (the watcher would do the same a moment later).
+
+    Only a document the index lists is removed: a supported, not ignored file of the folder that the
+    manifest holds (indexed or failed) or that waits to be indexed. Anything else in the folder (hidden
+    files, ``.git``, images, partial downloads, folders, links out of the folder) is DocumentNotFound
+    and stays where it is.
+    """
     folder = kb.source("folder")
     record = kb.store.manifest.document(doc_id)
     if record is not None and record.source != "folder":
@@ -93,15 +100,30 @@ def delete_document(kb: KnowledgeBase, doc_id: str) -> SyncReport:
                             "settings in config.toml (e.g. sources.urls) instead")
     if folder is None:
         raise DocumentError("no knowledge folder is open; start `footnotes serve --knowledge DIR`")
-    folder.path_of(doc_id)  # refuses ids whose file (through symlinks) lies outside the folder
-    path = Path(os.path.abspath(folder.root / doc_id))  # the entry itself: a symlink is removed, not its target
-    if folder.doc_id_of(path) != doc_id:
-        raise DocumentNotFound(f"{doc_id!r} is not a document id of the knowledge folder {folder.root}")
-    if not (path.is_file() or path.is_symlink()) and record is None:
-        raise DocumentNotFound(f"{doc_id} is not a document of the knowledge folder {folder.root}")
+    path = _deletable_path(folder, doc_id, listed=record is not None)
     try:
-        path.unlink(missing_ok=True)
+        if path is not None:
+            path.unlink(missing_ok=True)
     except OSError as exc:
         raise DocumentError(f"{doc_id} could not be deleted ({exc.strerror or exc}); check the folder's "
                             "permissions") from None
     return Syncer(kb.store, folder).sync(Change(frozenset({doc_id})))
+
+
+def _deletable_path(folder: FolderSource, doc_id: str, listed: bool) -> Path | None:
+    """The folder entry to unlink for ``doc_id`` (None: the manifest lists it but its file is gone);
+    DocumentNotFound for anything that is not a document of the folder."""
+    not_found = DocumentNotFound(f"{doc_id!r} is not a document of the knowledge folder {folder.root} (only "
+                                 "indexed, failed or pending documents can be deleted); refresh the document list")
+    if not is_candidate(doc_id, folder.ignore):
+        raise not_found
+    path = Path(os.path.abspath(folder.root / doc_id))  # the entry itself: a symlink is removed, not its target
+    if folder.doc_id_of(path) != doc_id:
+        raise not_found
+    if folder.ref(doc_id) is not None:  # a regular file inside the folder (a link is followed inside only)
+        return path
+    if listed and not (path.exists() or path.is_symlink()):
+        return None
+    if listed and path.is_symlink():  # a link the manifest knows that now points elsewhere or nowhere
+        return path
+    raise not_found

@@ -57,7 +57,72 @@ async def _refuse(scope: dict, send: Any, status: int, message: str) -> None:
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008})
         return
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "code": "forbidden"}}).encode()
+    code = "forbidden" if status == 403 else "request_too_large"
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "code": code}}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    """ASGI middleware: a request body other than a multipart upload (which has its own limits) may be at
+    most ``max_bytes``. A larger Content-Length is refused before anything is read (the server holds
+    the client to its Content-Length); a body sent without one (chunked) is read up to the limit
+    first and refused as soon as it passes it."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or _is_multipart(scope):
+            await self.app(scope, receive, send)
+            return
+        length = _header(scope, b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await _refuse(scope, send, 413, self._message(f"{length} bytes"))
+            return
+        if length is None and "chunked" in (_header(scope, b"transfer-encoding") or "").lower():
+            body = await self._read_bounded(receive)
+            if body is None:
+                await _refuse(scope, send, 413, self._message(f"more than {self.max_bytes:,} bytes"))
+                return
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send)
+
+    async def _read_bounded(self, receive: Any) -> bytes | None:
+        """The whole body, or None as soon as it passes the limit."""
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return bytes(body)
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                return None
+            if not message.get("more_body"):
+                return bytes(body)
+
+    def _message(self, size: str) -> str:
+        return (f"the request body is {size}, over the limit of {self.max_bytes:,} bytes; send less "
+                "(or raise server.max_request_bytes in config.toml)")
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A receive that hands out ``body`` once, then the server's own messages (a disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> dict:
+        return pending.pop() if pending else await receive()
+    return replayed
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1").strip()
+    return None
+
+
+def _is_multipart(scope: dict) -> bool:
+    return (_header(scope, b"content-type") or "").lower().startswith("multipart/form-data")

@@ -16,7 +16,7 @@ from knowledge.errors import ConfigError, FootnotesError
 
 from .api import api_router, install_error_handlers
 from .auth import Login, LoginMiddleware
-from .guards import LOOPBACK_NAMES, SameOriginGuard
+from .guards import LOOPBACK_NAMES, BodyLimit, SameOriginGuard
 from .render import CSS
 from .service import Service
 
@@ -24,9 +24,10 @@ log = logging.getLogger(__name__)
 
 
 def create_app(service: Service, login: Login | None = None, with_ui: bool = True,
-               allowed_hosts: tuple[str, ...] | None = None) -> FastAPI:
+               allowed_hosts: tuple[str, ...] | None = None, max_request_bytes: int = 1_048_576) -> FastAPI:
     """The FastAPI app; ``with_ui=False`` leaves the Gradio page out (API-only tests).
-    ``allowed_hosts`` limits the Host header (DNS-rebinding guard; None = any)."""
+    ``allowed_hosts`` limits the Host header (DNS-rebinding guard; None = any); ``max_request_bytes``
+    bounds every request body but uploads (which have their own limits)."""
     app = FastAPI(title="Footnotes", docs_url=None, redoc_url=None, openapi_url="/v1/openapi.json")
     install_error_handlers(app)
     app.include_router(api_router(service))
@@ -43,6 +44,7 @@ def create_app(service: Service, login: Login | None = None, with_ui: bool = Tru
         app = gr.mount_gradio_app(app, blocks, path="/", server_name="127.0.0.1", footer_links=[],
                                   max_file_size=service.max_upload_bytes, ssr_mode=False, mcp_server=False,
                                   pwa=False, css=CSS, show_error=True)
+    app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
     if login is not None:
         app.add_middleware(LoginMiddleware, login=login)
     app.add_middleware(SameOriginGuard, allowed_hosts=allowed_hosts)  # outermost: runs first

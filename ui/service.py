@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,7 +26,7 @@ from knowledge.types import Hit, SyncReport
 
 from . import documents as docs
 from .generation import GenerationQueue, Stream
-from .uploads import SavedUpload, read_blocks, save_upload
+from .uploads import SavedUpload, UploadRefused, read_blocks, remove_stale_uploads, save_upload
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +40,22 @@ class Service:
 
     def __init__(self, kb: KnowledgeBase, generator: Generator, answer: AnswerConfig | None = None,
                  max_upload_bytes: int = 50_000_000, queue: GenerationQueue | None = None,
-                 knn: Any = None) -> None:
+                 knn: Any = None, max_question_chars: int = 8000, max_question_tokens: int = 2048) -> None:
         self.kb = kb
         self.generator = generator
         self.answer = answer or AnswerConfig()
         self.max_upload_bytes = max_upload_bytes
+        self.max_question_chars = max_question_chars
+        self.max_question_tokens = max_question_tokens
         self.queue = queue or GenerationQueue()
         self.resources = ModeResources(store=kb.store, data_dir=kb.data_dir, knn=knn)  # what modes like kNN-LM build on
         self._engines: OrderedDict[AnswerConfig, DialogueEngine] = OrderedDict()
         self._engines_lock = threading.Lock()
         self.last_report: SyncReport | None = None
         self.engine(self.answer)  # a bad default mode fails at start, not at the first question
+        source = kb.source("folder")
+        if source is not None and kb.store.write:
+            remove_stale_uploads(source.root)  # left by a crash in the middle of an upload
 
     # -- answering ------------------------------------------------------------------------------
     def modes(self) -> list[str]:
@@ -85,12 +91,27 @@ class Service:
     def stream(self, question: str, history: Sequence[Turn] = (), mode: str | None = None,
                overrides: Mapping[str, Any] | None = None) -> Stream[TokenProvenance | Answer]:
         """Queue one answer: each token's provenance as it is final, then the Answer (always last)."""
+        history = tuple(history)
+        check_text(question, "the question")
+        for i, turn in enumerate(history):
+            check_text(turn.text, f"the history (message {i + 1})")
         if not question.strip():
             raise ValueError("the question is empty; type a question")
+        self._check_length(question)
         config = self.settings(mode, overrides)
         engine = self.engine(config)
-        history = tuple(history)
         return self.queue.stream(lambda: engine.stream(question, history, config.mode))
+
+    def _check_length(self, question: str) -> None:
+        """Refuse an over-long question before it reaches the queue: characters first (cheap), then
+        generator tokens."""
+        if len(question) > self.max_question_chars:
+            raise ValueError(f"the question is {len(question):,} characters, over the limit of "
+                             f"{self.max_question_chars:,}; shorten it (or raise server.max_question_chars)")
+        tokens = len(self.generator.tokenizer(question, add_special_tokens=False)["input_ids"])
+        if tokens > self.max_question_tokens:
+            raise ValueError(f"the question is {tokens:,} tokens, over the limit of {self.max_question_tokens:,}; "
+                             "shorten it (or raise server.max_question_tokens)")
 
     def ask(self, question: str, history: Sequence[Turn] = (), mode: str | None = None,
             overrides: Mapping[str, Any] | None = None) -> Answer:
@@ -103,6 +124,10 @@ class Service:
 
     # -- knowledge ------------------------------------------------------------------------------
     def search(self, query: str, k: int | None = None, filters: Filters | None = None) -> list[Hit]:
+        check_text(query, "the query")
+        if len(query) > self.max_question_chars:
+            raise ValueError(f"the query is {len(query):,} characters, over the limit of "
+                             f"{self.max_question_chars:,}; shorten it (or raise server.max_question_chars)")
         if not query.strip():
             raise ValueError("the query is empty")
         if k is not None and not 1 <= k <= MAX_K:
@@ -113,7 +138,7 @@ class Service:
         return docs.list_documents(self.kb)
 
     def status(self) -> Status:
-        return self.kb.store.status()
+        return self.kb.status()
 
     def document_text(self, doc_id: str) -> str:
         return docs.document_text(self.kb, doc_id)
@@ -126,7 +151,11 @@ class Service:
 
     def upload(self, name: str, data: bytes | Iterable[bytes]) -> SavedUpload:
         """Save a file into the knowledge folder; the watcher indexes it within a second or so."""
-        saved = save_upload(self.folder(), name, data, self.max_upload_bytes, self.kb.config.sources.ignore)
+        folder = self.folder()
+        missing = self.kb.source("folder").unavailable()
+        if missing:
+            raise UploadRefused(f"cannot save {name}: {missing}", status=503)
+        saved = save_upload(folder, name, data, self.max_upload_bytes, self.kb.config.sources.ignore)
         log.info("saved upload %s (%d bytes)", saved.doc_id, saved.size)
         return saved
 
@@ -145,7 +174,8 @@ class Service:
 
 
 def _check_type(name: str, value: Any, default: Any) -> None:
-    """Per-request settings have the type of their default (ints may stand for floats)."""
+    """Per-request settings have the type of their default (ints may stand for floats; a bool is never
+    a number, a string never a number, and a number is finite)."""
     ok = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         ok = True
@@ -153,3 +183,14 @@ def _check_type(name: str, value: Any, default: Any) -> None:
         ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
     if not ok:
         raise ConfigError(f"answer setting {name} = {value!r}: expected {type(default).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"answer setting {name} = {value!r}: expected a finite number")
+
+
+def check_text(text: str, what: str) -> None:
+    """Refuse text that is not Unicode text: a lone surrogate (``\\ud800``, which no UTF-8 encoder,
+    tokenizer or JSON writer accepts). NUL, control and bidi characters are text and pass."""
+    bad = next((i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff"), None)
+    if bad is not None:
+        raise ValueError(f"{what} holds a lone surrogate (U+{ord(text[bad]):04X} at character {bad}), which is not "
+                         "text; send valid UTF-8 / well-formed JSON strings")

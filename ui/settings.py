@@ -25,6 +25,9 @@ class ServerConfig:
     username: str = ""  # login user; "" = no login ($FOOTNOTES_USERNAME overrides)
     password: str = ""  # login password ($FOOTNOTES_PASSWORD overrides)
     max_upload_bytes: int = 50_000_000  # largest file accepted by an upload
+    max_request_bytes: int = 1_048_576  # largest request body other than an upload (chat, search): 413 beyond
+    max_question_chars: int = 8000  # longest question (or search query) in characters, refused before the queue
+    max_question_tokens: int = 2048  # longest question in generator tokens, refused before the queue
 
 
 @dataclass(frozen=True)

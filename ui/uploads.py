@@ -8,6 +8,7 @@ watcher ignores) and renamed onto its name in one step, so the watcher never rea
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -24,6 +25,7 @@ MAX_NAME_BYTES = 200  # well under the 255-byte limit of common file systems
 _UNSAFE = re.compile(r"[^\w.\- ()+,@=]", re.UNICODE)
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 READ_BLOCK = 1 << 20
+UPLOAD_TEMP_PREFIX = ".upload-"  # hidden: the watcher never indexes a half-written upload
 
 
 class UploadRefused(DocumentError):
@@ -108,24 +110,47 @@ def save_upload(folder: Path, name: str, data: bytes | Iterable[bytes], max_byte
         raise UploadRefused(f"{name!r} would be saved outside the knowledge folder; it was refused")
     if target.is_dir() and not target.is_symlink():
         raise UploadRefused(f"{safe} is a folder inside the knowledge folder; rename the file", status=409)
-    blocks = [data] if isinstance(data, (bytes, bytearray)) else data
+    blocks = iter([data] if isinstance(data, (bytes, bytearray)) else data)
     replaced = target.exists() or target.is_symlink()
-    fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=root)  # hidden + .tmp: never indexed
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=UPLOAD_TEMP_PREFIX, suffix=".tmp", dir=root)  # hidden + .tmp: never indexed
+    except OSError as exc:
+        raise UploadRefused(f"cannot save {safe} into {root} ({exc.strerror or exc}); check that the knowledge "
+                            "folder exists and is writable", status=503) from None
     size = 0
     try:
         with os.fdopen(fd, "wb") as out:
             for block in blocks:
                 size += len(block)
-                check_size(safe, size, max_bytes)
+                if size > max_bytes:
+                    check_size(safe, size + sum(len(b) for b in blocks), max_bytes)  # the real size in the message
                 out.write(block)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)  # a symlink of that name is replaced itself, never followed
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise UploadRefused(f"cannot save {safe} into {root} ({exc.strerror or exc}); check the folder's free "
+                            "space and permissions", status=507 if exc.errno == errno.ENOSPC else 500) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return SavedUpload(safe, target, size, replaced)
+
+
+def remove_stale_uploads(folder: Path) -> list[str]:
+    """Delete the temporary files of uploads a crash interrupted (``.upload-*.tmp`` directly in the
+    folder); call it at start, when no upload can be under way. Returns the names removed."""
+    removed = []
+    for path in Path(folder).glob(f"{UPLOAD_TEMP_PREFIX}*.tmp"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed.append(path.name)
+        except OSError:
+            continue  # not ours to fight over; the next start tries again
+    return removed
 
 
 def read_blocks(path: Path, block: int = READ_BLOCK) -> Iterable[bytes]:

@@ -55,6 +55,10 @@ class Source(ABC):
         root = prefix.rstrip("/") + "/"
         return (r for r in self.documents() if r.doc_id.startswith(root))
 
+    def unavailable(self) -> str | None:
+        """Why the source cannot be read at all right now (and what to do), or None when it can."""
+        return None
+
     def location(self, doc_id: str) -> str:
         """Where a user can open the document (a path or URL)."""
         return doc_id

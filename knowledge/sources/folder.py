@@ -60,7 +60,10 @@ class FolderSource(Source):
 
     def path_of(self, doc_id: str) -> Path:
         """The file of a document id, refusing ids that would escape the folder."""
-        path = (self.root / doc_id).resolve()
+        try:
+            path = (self.root / doc_id).resolve()
+        except (RuntimeError, OSError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+            raise DocumentError(f"{doc_id} cannot be resolved ({exc}); fix or remove the symlink") from None
         if not path.is_relative_to(self.root):
             raise DocumentError(f"{doc_id} is outside the knowledge folder {self.root}; it is not indexed")
         return path
@@ -93,7 +96,7 @@ class FolderSource(Source):
                 return
             seen.add((st.st_dev, st.st_ino))
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError:
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop
             return  # vanished or unreadable directory: nothing to list
         for entry in entries:
             rel = Path(entry.path).relative_to(self.root).as_posix()
@@ -123,15 +126,7 @@ class FolderSource(Source):
     def fetch(self, doc_id: str) -> RawDocument:
         path = self.path_of(doc_id)
         try:
-            size = path.stat().st_size
-            if size > self.max_bytes:
-                raise DocumentError(
-                    f"{doc_id} is {size:,} bytes, over the limit of {self.max_bytes:,}; split the file or raise "
-                    "sources.max_file_bytes in config.toml"
-                )
-            with path.open("rb") as fh:
-                data = fh.read(self.max_bytes + 1)
-                stamp = _stamp(os.fstat(fh.fileno()))
+            data, stamp = _read_regular_file(path, self.max_bytes, doc_id)
         except FileNotFoundError:
             raise DocumentError(f"{doc_id} vanished while it was being read; it will be synced again if it returns") from None
         except PermissionError:
@@ -146,10 +141,34 @@ class FolderSource(Source):
             )
         return RawDocument(doc_id, data, effective_suffix(doc_id), stamp)
 
+    def unavailable(self) -> str | None:
+        """Why the folder cannot be listed now (deleted, unmounted, replaced by a file), or None."""
+        if self.root.is_dir():
+            return None
+        return (f"the knowledge folder {self.root} is missing (deleted, moved or unmounted): nothing is served "
+                "from it until it is back; recreate it or restart with --knowledge DIR")
+
     def watch(self, on_change: Callable[[Change], None], stop: threading.Event, interval: float = 0.4) -> None:
         from ..watcher import watch_folder
 
         watch_folder(self, on_change, stop, debounce=interval, rescan_seconds=self.rescan_seconds)
+
+
+def _read_regular_file(path: Path, max_bytes: int, doc_id: str) -> tuple[bytes, str]:
+    """(at most max_bytes + 1 bytes, stamp) of a regular file. Opened without blocking and checked
+    after opening, so a FIFO, socket or device that took the file's place is refused at once instead
+    of stalling the sync."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DocumentError(f"{doc_id} is not a regular file (a folder, pipe, socket or device); remove it or "
+                                "replace it with a file")
+        if st.st_size > max_bytes:
+            raise DocumentError(f"{doc_id} is {st.st_size:,} bytes, over the limit of {max_bytes:,}; split the file "
+                                "or raise sources.max_file_bytes in config.toml")
+        os.set_blocking(fd, True)
+        return fh.read(max_bytes + 1), _stamp(os.fstat(fd))
 
 
 def _stamp(st: os.stat_result) -> str:

@@ -52,9 +52,12 @@ def cmd_serve(args, ctx) -> int:
         assistant = ctx.config.assistant
         print("footnotes: loading the generator…", file=sys.stderr, flush=True)
         generator = Generator.from_config(assistant.generator)
-        service = Service(kb, generator, assistant.answer, server_cfg.max_upload_bytes, knn=assistant.knn)
+        service = Service(kb, generator, assistant.answer, server_cfg.max_upload_bytes, knn=assistant.knn,
+                          max_question_chars=server_cfg.max_question_chars,
+                          max_question_tokens=server_cfg.max_question_tokens)
         threads = kb.watch(stop, on_report=service.record)  # catches up with the folder first, then follows it
-        app = create_app(service, login, allowed_hosts=allowed_hosts_for(host))
+        app = create_app(service, login, allowed_hosts=allowed_hosts_for(host),
+                         max_request_bytes=server_cfg.max_request_bytes)
         folder = kb.source("folder")
 
         def started(url: str) -> None:
