@@ -46,9 +46,11 @@ class Status:
     chunks_bm25: int
     failed: tuple[Failure, ...]
     last_sync: str | None
+    warnings: tuple[str, ...] = ()  # sources that cannot be read now (a missing knowledge folder), with the fix
 
     def to_json(self) -> dict:
         return {
+            "warnings": list(self.warnings),
             "documents": self.documents,
             "chunks": {"manifest": self.chunks_manifest, "chroma": self.chunks_chroma, "bm25": self.chunks_bm25},
             "failed": [{"source": f.doc_id, "error": f.error} for f in self.failed],

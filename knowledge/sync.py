@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from .sources.base import Change, Source
 from .store import KnowledgeStore
 from .types import Chunk, DocumentRef, Failure, SyncReport
 
+log = logging.getLogger(__name__)
 _GROUP_CHUNKS = 2000  # chunks embedded together (across documents: fewer, fuller batches)
 
 
@@ -86,7 +88,7 @@ class Syncer:
         assert change is not None
         current, gone = [], []
         for doc_id in sorted(change.doc_ids):
-            ref = self.source.ref(doc_id)
+            ref = self._ref(doc_id)
             if ref is None:
                 if doc_id in known:
                     gone.append(doc_id)
@@ -101,9 +103,20 @@ class Syncer:
             gone.extend(k for k in known if k.startswith(root) and k not in listed)
         return list({r.doc_id: r for r in current}.values()), sorted(set(gone))
 
+    def _ref(self, doc_id: str) -> DocumentRef | None:
+        """The source's current entry of one id; one that cannot even be looked at (a bug in a source
+        plugin, an odd file system error) is logged and treated as gone, and the sync goes on."""
+        try:
+            return self.source.ref(doc_id)
+        except Exception:  # noqa: BLE001 - the edge of one document
+            log.exception("could not look up %s in the %s source; treating it as gone", doc_id, self.name)
+            return None
+
     def _stale(self, ref: DocumentRef, force: bool) -> bool:
+        """Whether to read the document again: changed, new, or failed last time (its cause may be fixed
+        without its stamp changing: permissions, a link target, a configuration)."""
         record = self.store.manifest.document(ref.doc_id)
-        return force or record is None or record.stamp != ref.stamp
+        return force or record is None or record.stamp != ref.stamp or record.status == "failed"
 
     # -- doing it -----------------------------------------------------------------------------
     def _apply(self, refs: Iterable[DocumentRef], progress: Progress) -> dict:
@@ -138,8 +151,12 @@ class Syncer:
             if not chunks:
                 raise DocumentError(f"{ref.doc_id} has no text to index; add text or remove the file")
         except DocumentError as exc:
-            self._fail(ref, str(exc))
-            out["failed"].append(Failure(ref.doc_id, str(exc)))
+            self._record_failure(ref, str(exc), out)
+            return None
+        except Exception as exc:  # noqa: BLE001 - the edge of one document: a bug in a loader or a source
+            log.exception("unexpected error while reading %s", ref.doc_id)
+            self._record_failure(ref, f"{ref.doc_id} could not be indexed ({type(exc).__name__}: {exc}); "
+                                      "see the log, fix or remove the file", out)
             return None
         return _Prepared(DocumentRef(ref.doc_id, raw.stamp or ref.stamp), version, tuple(chunks))
 
@@ -163,6 +180,10 @@ class Syncer:
             )
             store.drop_chunks(sorted(old_ids[p.ref.doc_id] - {c.chunk_id for c in p.chunks}))
             (out["updated"] if existed else out["added"]).append(p.ref.doc_id)
+
+    def _record_failure(self, ref: DocumentRef, error: str, out: dict) -> None:
+        self._fail(ref, error)
+        out["failed"].append(Failure(ref.doc_id, error))
 
     def _fail(self, ref: DocumentRef, error: str) -> None:
         """Record a failure; the document's old chunks leave the indexes (never serve stale text)."""
