@@ -55,20 +55,18 @@ def query_file(kind: str, split: str) -> Path:
     return ROOT / "bench" / "data" / f"enwiki_{kind}{suffix}.jsonl"
 
 
-def run_set(engine_for, kb, queries, variants, modes, k, limit):
-    """{(variant, mode): (report, [answer json])} for one corpus."""
+def run_set(engine_for, queries, variants, modes, k, limit, done=lambda key, report, answers: None):
+    """Yields ((variant, mode), report, [answer json]) for one corpus."""
     from assistant.qa_eval import evaluate_qa
 
-    out = {}
     for name, settings in variants.items():
         engine = Recorder(engine_for(settings))
         for mode in modes:
             start = time.perf_counter()
             report = evaluate_qa(engine, queries[: limit or None], [mode], k)[mode]
             report["seconds"] = time.perf_counter() - start
-            out[(name, mode)] = (report, [a.to_json() for a in engine.answers.pop(mode)])
             print(f"{name:>12} {mode:>13}: {json.dumps({m: _r(v) for m, v in report.items()})}", flush=True)
-    return out
+            yield (name, mode), report, [a.to_json() for a in engine.answers.pop(mode)]
 
 
 class Recorder:
@@ -126,14 +124,14 @@ def main() -> None:
             def engine_for(settings, kb=kb):
                 return DialogueEngine(kb.retriever, generator, replace(AnswerConfig(k=args.k), **settings))
 
-            for key, (report, answers) in run_set(engine_for, kb, queries, variants, modes, args.k, args.limit).items():
+            for key, report, answers in run_set(engine_for, queries, variants, modes, args.k, args.limit):
                 results[(folder, *key)] = report
                 saved[f"{folder}/{key[0]}/{key[1]}"] = {"questions": [q.__dict__ for q in queries[: args.limit or None]],
-                                                         "answers": answers}
+                                                         "answers": answers, "report": report}
+                if args.save:  # after every run: a long sweep that is stopped keeps what it measured
+                    Path(args.save).write_text(json.dumps(saved, default=list), encoding="utf-8")
         finally:
             kb.close()
-    if args.save:
-        Path(args.save).write_text(json.dumps(saved, default=list), encoding="utf-8")
     publish(HEADING, markdown(results, variants, modes, args), args.write)
 
 

@@ -1,0 +1,299 @@
+"""The null document, PMI support and context-aware decoding: the math by hand, the modes' contracts
+on the tiny random LM (limits computable by hand), and the streamed labels against the whole."""
+
+import math
+import random
+
+import pytest
+import torch
+
+from assistant.answer import Support
+from assistant.config import AnswerConfig
+from assistant.decoding import Contrast, grounded_mixture, mixture
+from assistant.engine import load_mode
+from assistant.grounding import (
+    adaptive_context_weight,
+    context_aware,
+    grounded_doc_logprobs,
+    jensen_shannon,
+    plausible,
+    pmi,
+)
+from assistant.lockstep import LockstepBatch
+from assistant.modes.mixture import stream_grounded, stream_mixture
+from assistant.prompts import build_prompts, chunk_context
+from assistant.support import (
+    SupportRule,
+    SupportStream,
+    content_phrases,
+    content_word_labels,
+    label_support,
+    pmi_labeller,
+)
+from tests import tinylm
+
+QUESTION = tinylm.QUESTION
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return tinylm.make_generator()
+
+
+@pytest.fixture(scope="module")
+def hits():
+    return tinylm.OverlapRetriever(tinylm.make_chunks(tinylm.FACTS)).search(QUESTION, 3)
+
+
+def cfg(**kw):
+    return AnswerConfig(**{"k": 3, "max_new_tokens": 8, **kw})
+
+
+def logprobs_after(gen, ids):
+    with torch.no_grad():
+        return torch.log_softmax(gen.model(input_ids=torch.tensor([ids])).logits[0, -1].float(), dim=-1)
+
+
+# --- the math by hand ---------------------------------------------------------------------------
+
+def test_pmi_is_the_log_ratio_to_the_null_document():
+    doc = torch.log(torch.tensor([0.5, 0.1, 0.0]))
+    null = torch.log(torch.tensor(0.25))
+    out = pmi(doc, null)
+    assert out[0] == pytest.approx(math.log(2)) and out[1] == pytest.approx(math.log(0.4))
+    assert out[2] == -math.inf
+
+
+def test_context_aware_decoding_by_hand():
+    p = torch.tensor([0.6, 0.3, 0.1])  # p(y|x,z)
+    q = torch.tensor([0.8, 0.1, 0.1])  # p(y|x,∅)
+    for alpha in (0.5, 1.0, 2.0):
+        raw = p ** (1 + alpha) / q ** alpha
+        want = raw / raw.sum()
+        got = context_aware(p.log().unsqueeze(0), q.log(), alpha)[0].exp()
+        assert got.tolist() == pytest.approx(want.tolist(), abs=1e-6)
+    # α = 0 is the chunk's own distribution, untouched
+    assert context_aware(p.log().unsqueeze(0), q.log(), 0.0) is not None
+    assert torch.equal(context_aware(p.log().unsqueeze(0), q.log(), 0.0), p.log().unsqueeze(0))
+    # the contrast moves mass toward what the chunk raised (token 1: 0.3 vs 0.1)
+    assert context_aware(p.log().unsqueeze(0), q.log(), 1.0)[0].exp()[1] > 0.3
+
+
+def test_a_token_the_null_document_rules_out_stays_finite():
+    p = torch.log(torch.tensor([[0.5, 0.5]]))
+    q = torch.log(torch.tensor([1.0, 0.0]))
+    out = context_aware(p, q, 2.0)
+    assert torch.isfinite(out).all() and out[0].exp().sum() == pytest.approx(1.0)
+
+
+def test_jensen_shannon_limits():
+    p = torch.log(torch.tensor([0.5, 0.5, 0.0, 0.0]))
+    q = torch.log(torch.tensor([0.0, 0.0, 0.5, 0.5]))
+    assert float(jensen_shannon(p, p)) == pytest.approx(0.0, abs=1e-6)
+    assert float(jensen_shannon(p, q)) == pytest.approx(1.0, abs=1e-6)  # disjoint: 1 bit
+    # by hand: p = (1, 0), q = (0.5, 0.5), m = (0.75, 0.25)
+    a, b = torch.log(torch.tensor([1.0, 0.0])), torch.log(torch.tensor([0.5, 0.5]))
+    kl_pm = math.log2(1 / 0.75)
+    kl_qm = 0.5 * math.log2(0.5 / 0.75) + 0.5 * math.log2(0.5 / 0.25)
+    assert float(jensen_shannon(a, b)) == pytest.approx((kl_pm + kl_qm) / 2, abs=1e-6)
+    docs = torch.stack([p, q])  # (k=2, V)
+    assert adaptive_context_weight(docs, p).tolist() == pytest.approx([0.0, 1.0], abs=1e-6)
+
+
+def test_plausibility_keeps_tokens_near_the_chunks_best():
+    lp = torch.log(torch.tensor([[0.5, 0.06, 0.04, 0.4]]))
+    assert plausible(lp, 0.1).tolist() == [[True, True, False, True]]
+    assert plausible(lp, 0.0).all()
+
+
+def test_grounded_doc_logprobs_is_the_identity_when_off_and_renormalised_when_on():
+    torch.manual_seed(0)
+    docs = torch.log_softmax(torch.randn(2, 3, 7), dim=-1)  # (beams, k, V)
+    null = torch.log_softmax(torch.randn(2, 7), dim=-1)  # (beams, V)
+    assert grounded_doc_logprobs(docs, null, 0.0, False, 0.0) is docs
+    for alpha, adaptive, beta in ((1.0, False, 0.1), (1.0, True, 0.0), (0.5, True, 0.2)):
+        out = grounded_doc_logprobs(docs, null, alpha, adaptive, beta)
+        assert out.exp().sum(-1).flatten().tolist() == pytest.approx([1.0] * 6, abs=1e-5)
+        if beta:  # an implausible token under a chunk gets probability 0 there
+            assert torch.equal(out == -math.inf, ~plausible(docs, beta))
+
+
+def test_grounded_mixture_with_the_contrast_off_is_the_plain_mixture():
+    torch.manual_seed(1)
+    prior = torch.log_softmax(torch.randn(3), dim=-1)
+    rows = torch.log_softmax(torch.randn(2, 4, 11), dim=-1)  # (beams, k + 1, V)
+    assert torch.equal(grounded_mixture(prior, Contrast())(rows), mixture(prior)(rows[:, :3]))
+    # with the contrast on: the mixture of the hand-made CAD distributions
+    on = grounded_mixture(prior, Contrast(alpha=1.0))(rows)
+    cad = torch.log_softmax(2 * rows[:, :3] - rows[:, 3:], dim=-1)  # (beams, k, V)
+    assert torch.allclose(on, torch.logsumexp(cad + prior[:, None], dim=1), atol=1e-5)
+
+
+# --- support labels ------------------------------------------------------------------------------
+
+def test_a_token_equally_likely_under_every_chunk_and_the_null_is_model():
+    texts = [" Warsaw", " was", " nice", "."]
+    labels = label_support(texts, [[0.0, 0.0]] * 4, [0.3] * 4, ["alpha", "beta"], "where?")
+    assert [s.label for s in labels] == ["model"] * 4
+    assert [s.content for s in labels] == [True, False, True, False]
+    assert all(s.chunk is None for s in labels)
+
+
+def test_a_phrase_raised_by_a_chunk_is_document_with_that_chunk_even_where_later_tokens_are_not():
+    # "1874": the chunk raises the first digits, the model alone then guesses the last one as well
+    texts = [" in", " ", "1", "8", "7", "4", "."]
+    pmis = [[0, 0], [0, 0], [0.1, 0.2], [0.2, 2.5], [0.0, 0.3], [0.0, 0.0], [0, 0]]
+    labels = label_support(texts, pmis, [0.5] * 7, ["no year here", "built in 1874"], "when was it built?")
+    assert [s.label for s in labels[2:6]] == ["document"] * 4
+    assert {s.chunk for s in labels[2:6]} == {1}
+    assert labels[0].label == "model" and not labels[0].content
+    assert labels[2].pmi == (0.1, 0.2)
+
+
+def test_copy_evidence_and_its_limit():
+    texts = [" Lyon"]
+    rule = SupportRule(threshold=2.0, copy_threshold=0.0)
+    assert label_support(texts, [[0.5, 0.5]], [0.2], ["the capital is lyon", "paris"], "?", rule)[0].chunk == 0
+    # quoted but made less likely than the model alone says: not the chunk's doing
+    assert label_support(texts, [[-0.5, 0.5]], [0.2], ["the capital is lyon", "paris"], "?", rule)[0].label == "model"
+    # a word the chunk does not contain needs the PMI threshold
+    assert label_support(texts, [[1.0, 1.0]], [0.2], ["lyonnais", "paris"], "?", rule)[0].label == "model"
+
+
+def test_words_of_the_question_and_function_words_are_not_content():
+    phrases = content_phrases([" Marie", " Curie", " was", " born", " in", " Warsaw", "."], {"born"})
+    assert [p.text for p in phrases] == ["Marie Curie", "Warsaw"]
+    assert phrases[0].tokens == (0, 1)
+
+
+def test_unscored_chunks_are_null_in_json_and_never_support():
+    s = label_support([" x"], [[-math.inf, float("nan")]], [0.1], ["x", "x"], "?")[0]
+    assert s.pmi == (None, None) and s.label == "model"
+    assert Support("document", 0, (1.0,), 0.5, True).to_json() == {
+        "label": "document", "chunk": 0, "pmi": [1.0], "closed_book": 0.5, "content": True}
+    with pytest.raises(ValueError):
+        Support("memory")
+
+
+def test_streamed_labels_equal_the_labels_of_the_whole_answer():
+    rng = random.Random(7)
+    pieces = [" Jomo", " Ken", "y", "atta", " was", " the", " first", " president", ",", " in", " ", "1", "9", "6",
+              "4", ".", " Nairobi", " is", " the", " capital"]
+    for trial in range(30):
+        texts = pieces[: rng.randint(1, len(pieces))]
+        evidence = [([rng.uniform(-3, 3), rng.uniform(-3, 3)], 0.5) for _ in texts]
+        chunks = ["jomo kenyatta ruled", "nairobi 1964"]
+        label = pmi_labeller(chunks, "who was the president?", SupportRule())
+        stream = SupportStream(label, "who was the president?")
+        released = []
+        for t, e in zip(texts, evidence):
+            released += stream.push(t, e)
+        released += stream.finish()
+        assert [i for i, _ in released] == list(range(len(texts)))
+        assert [s for _, s in released] == label(texts, evidence)
+
+
+def test_content_word_counts_join_the_tokens_of_a_word():
+    from assistant.answer import TokenProvenance
+
+    def tok(text, label, content):
+        return TokenProvenance(text, 0.5, (), support=Support(label, 0 if label == "document" else None, (), None, content))
+
+    tokens = [tok(" Ken", "document", True), tok("y", "document", True), tok("atta", "model", True),
+              tok(" was", "model", False), tok(" born", "document", True), tok(" ", "model", False),
+              tok("1", "document", True), tok("9", "document", True)]
+    assert content_word_labels(tokens) == ["model", "document", "document"]
+
+
+# --- the modes on the tiny random LM ---------------------------------------------------------------
+
+def test_with_the_contrast_off_rag_token_decodes_exactly_as_the_plain_mixture(gen, hits):
+    config = cfg()
+    answer = load_mode("rag-token", gen, config).answer(QUESTION, [], hits)
+    prompts = build_prompts(gen, QUESTION, [], [chunk_context(h, 2000) for h in hits], config)
+    prior = torch.log_softmax(torch.tensor([h.dense_score for h in hits]) / config.prior_temperature, dim=-1)
+    plain = list(stream_mixture(gen, prompts, prior, config))
+    assert [t.text for t in answer.tokens] == [text for _, text in plain]
+    assert [t.prob for t in answer.tokens] == pytest.approx([math.exp(s.logprob) for s, _ in plain], abs=1e-5)
+
+
+def prior_of(hits, config):
+    return torch.log_softmax(torch.tensor([h.dense_score for h in hits]) / config.prior_temperature, dim=-1)
+
+
+def grounded_steps(gen, hits, config):
+    """rag-token's decoding: (prompts with the null prompt last, [(step, text)])."""
+    prompts = build_prompts(gen, QUESTION, [], [chunk_context(h, 2000) for h in hits] + [None], config)
+    return prompts, list(stream_grounded(gen, prompts, prior_of(hits, config), config))
+
+
+def test_the_null_row_scores_like_the_closed_book_prompt_and_the_chunk_rows_like_their_prompts(gen, hits):
+    config = cfg()
+    prompts, steps = grounded_steps(gen, hits, config)
+    ids = [s.token_id for s, _ in steps]
+    closed = build_prompts(gen, QUESTION, [], [None], config)[0]
+    assert prompts[-1] == closed  # the null document is the closed-book mode's prompt
+    for i, (step, _) in enumerate(steps):  # brute force: one unbatched forward pass per row and token
+        want = [float(logprobs_after(gen, p + ids[:i])[ids[i]]) for p in prompts]
+        assert list(step.row_logprobs) == pytest.approx(want, abs=1e-4)
+
+
+def test_rag_token_support_carries_the_steps_pmi_and_closed_book_probability(gen, hits):
+    config = cfg()
+    _, steps = grounded_steps(gen, hits, config)
+    answer = load_mode("rag-token", gen, config).answer(QUESTION, [], hits)
+    assert [t.text for t in answer.tokens] == [text for _, text in steps]
+    for t, (step, _) in zip(answer.tokens, steps):
+        rows = step.row_logprobs
+        assert t.support.closed_book == pytest.approx(math.exp(rows[-1]), rel=1e-5)
+        assert list(t.support.pmi) == pytest.approx([r - rows[-1] for r in rows[:-1]], abs=1e-4)
+
+
+def test_closed_book_tokens_are_model_with_their_own_probability(gen):
+    closed = load_mode("closed-book", gen, cfg()).answer(QUESTION, [], [])
+    assert all(t.support.label == "model" and t.support.closed_book == t.prob for t in closed.tokens)
+
+
+def test_rag_sequence_null_scores_equal_the_closed_book_prompts(gen, hits):
+    from assistant.modes.rag_sequence import hypotheses_per_chunk
+
+    config = cfg(rag_sequence_decoding="thorough", max_new_tokens=5)
+    prompts = build_prompts(gen, QUESTION, [], [chunk_context(h, 2000) for h in hits], config)
+    closed = build_prompts(gen, QUESTION, [], [None], config)[0]
+    table = hypotheses_per_chunk(gen, prompts, closed, config)
+    for hyp, null in zip(table.hypotheses, table.null):
+        ids = hyp.token_ids
+        want = [float(logprobs_after(gen, closed + list(ids[:i]))[t]) for i, t in enumerate(ids)]
+        assert null.tolist() == pytest.approx(want, abs=1e-4)
+
+
+def test_context_aware_rag_token_decodes_the_contrasted_mixture(gen, hits):
+    config = cfg(context_weight=1.0, plausibility=0.1)
+    prompts, steps = grounded_steps(gen, hits, config)
+    prior = prior_of(hits, config)
+    ids = [s.token_id for s, _ in steps]
+    for i, (step, _) in enumerate(steps):  # brute force: one unbatched forward pass per row and token
+        rows = torch.stack([logprobs_after(gen, p + ids[:i]) for p in prompts])  # (k + 1, V)
+        docs = grounded_doc_logprobs(rows[:3], rows[3], 1.0, False, 0.1)  # (k, V)
+        mixed = torch.logsumexp(docs + prior[:, None], dim=0)  # (V,)
+        assert int(mixed.argmax()) == ids[i]
+        assert step.logprob == pytest.approx(float(mixed[ids[i]]), abs=1e-3)
+    plain = [s.token_id for s, _ in grounded_steps(gen, hits, cfg())[1]]
+    assert ids != plain  # the contrast changed the answer on this prompt
+
+
+def test_every_mode_labels_every_token(gen, hits):
+    for name in ("rag-token", "rag-sequence", "concat", "closed-book"):
+        answer = load_mode(name, gen, cfg()).answer(QUESTION, [], [] if name == "closed-book" else hits)
+        assert answer.tokens and all(t.support is not None for t in answer.tokens)
+        assert all(t.support.chunk is None or 0 <= t.support.chunk < len(answer.chunks) for t in answer.tokens)
+
+
+def test_lockstep_rows_are_independent_of_the_null_row(gen, hits):
+    """The null row added to the batch leaves the chunk rows' log-probs as they were (padding aside)."""
+    config = cfg()
+    prompts = build_prompts(gen, QUESTION, [], [chunk_context(h, 2000) for h in hits], config)
+    null = build_prompts(gen, QUESTION, [], [None], config)
+    alone = LockstepBatch(gen.model, prompts, gen.pad_id).prefill()
+    with_null = LockstepBatch(gen.model, prompts + null, gen.pad_id).prefill()
+    assert torch.allclose(alone, with_null[:3], atol=1e-5)
