@@ -168,10 +168,6 @@ def table(runs: list[Run], raw: Run) -> str:
     return "\n".join(lines)
 
 
-def fastest(runs: list[Run]) -> Run:
-    return min(runs, key=lambda r: r.wall)
-
-
 def cpu_per_token(r: Run) -> float:
     return r.cpu / r.tokens
 

@@ -27,13 +27,28 @@ def watching(folder, open_kb):
     kb = open_kb()
     kb.sync()
     stop = threading.Event()
-    threads = kb.watch(stop)
+    kb.indexed = []  # (doc id, its text in the manifest right after the sync that indexed it), in order
+
+    def record(report):
+        for doc_id in report.added + report.updated:
+            kb.indexed.append((doc_id, texts_of(kb, doc_id)))
+
+    threads = kb.watch(stop, on_report=record)
     time.sleep(0.3)  # the observer is scheduled
     yield kb
     stop.set()
     for t in threads:
         t.join(timeout=10)
     assert_consistent(kb)
+
+
+def texts_of(kb, doc_id: str) -> str:
+    return "".join(c.text for c in kb.store.manifest.document_chunks(doc_id))
+
+
+def indexed_versions(kb, doc_id: str) -> list[str]:
+    """Every text of ``doc_id`` that a sync of the watcher indexed, in order."""
+    return [text for d, text in kb.indexed if d == doc_id]
 
 
 def docs(kb) -> set[str]:
@@ -95,8 +110,14 @@ def test_burst_of_writes_is_debounced_to_the_final_content(watching, folder):
         path.write_text(f"Version {i} mentions token{i}.\n")
     wait_until(lambda: bm25_sources(watching, "token29") == {"burst.md"})
     assert bm25_sources(watching, "token3") == set()
+    versions = indexed_versions(watching, "burst.md")
+    # 30 writes within milliseconds are one sync (two if a loaded machine stalls the writer for longer
+    # than the debounce in the middle of the burst), and the last one indexed the final content
+    assert 1 <= len(versions) <= 2 and versions[-1] == "Version 29 mentions token29.", versions
 
 
+@pytest.mark.xfail(strict=True, reason="knowledge/watcher.py syncs a file that is still open for writing once the "
+                   "debounce has passed (it indexes 'Start of a slow write.' first); strict: remove this mark with the fix")
 def test_file_written_slowly_is_read_when_closed(watching, folder):
     path = folder / "slow.md"
     with open(path, "w") as fh:
@@ -105,3 +126,6 @@ def test_file_written_slowly_is_read_when_closed(watching, folder):
         time.sleep(1.0)  # longer than the debounce
         fh.write("The end mentions pelicans.\n")
     wait_until(lambda: bm25_sources(watching, "pelicans") == {"slow.md"})
+    time.sleep(1.0)  # any later sync of it would have come by now
+    # never indexed half-written: the pause was longer than the debounce, yet only the closed file was read
+    assert indexed_versions(watching, "slow.md") == ["Start of a slow write. The end mentions pelicans."]
