@@ -64,8 +64,8 @@ class AnswerConfig:
     context_weight: float = 0.0  # α of context-aware decoding (Shi et al. 2023): p̃(y|x,z) ∝ p(y|x,z)^(1+α) / p(y|x,∅)^α; 0 = plain RAG
     context_weight_adaptive: bool = False  # AdaCAD (Wang et al. 2025): α per token = context_weight × JSD(p(·|x,z) ‖ p(·|x,∅)), acting only where they disagree
     plausibility: float = 0.0  # β (Li et al. 2023): only tokens with p(y|x,z) >= β · max p(·|x,z) are eligible under chunk z; 0 = all
-    support_threshold: float = 1.386  # a token or phrase is "document" when a chunk raised it this many nats above the closed-book model (ln 4)
-    support_copy_threshold: float = 0.0  # ... or when the chunk contains the phrase verbatim and raised it at least this many nats
+    support_threshold: float = 1.386  # other words and tokens are "document" when a chunk raised them this many nats above the closed-book model (ln 4)
+    support_copy_threshold: float = -1.0  # a content word the chunk contains verbatim is "document" unless the chunk made its phrase this much less likely; names and numbers need it
     knn_k: int = 1024  # knn-lm: datastore neighbours retrieved at each step
     knn_lambda: float = 0.25  # knn-lm: p(w) = λ·p_kNN(w) + (1 − λ)·p_LM(w); the paper: 0.25 in-domain, about 0.65 for a new domain
     knn_temperature: float = 1.0  # knn-lm: p_kNN(w) ∝ Σ exp(−d / T) over the neighbours whose next token is w (d: squared L2)

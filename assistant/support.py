@@ -1,14 +1,22 @@
 """Support labels: which answer tokens a retrieved chunk explains, and which came from the model.
 
-A token's evidence is its PMI under each chunk against the null document (``grounding.pmi``).
-Content words are judged as *phrases* (runs of adjacent content words, "Jomo Kenyatta", "1874"),
-because the chain rule spreads a copied value's evidence unevenly over its tokens: once the first
-digit of "1874" is written, the model alone guesses the rest of it as well as the chunk does. A
-phrase's PMI under chunk z is the sum of its tokens' PMIs: log p(phrase | x, z, prefix) −
-log p(phrase | x, ∅, prefix). A phrase is "document" when that sum reaches the threshold under some
-chunk, or when the chunk contains the phrase verbatim and does not make it less likely than the
-model alone does (copy evidence: a value quoted from the chunk). Other tokens (function words,
-punctuation, words taken from the question) are judged on their own PMI.
+A token's evidence is its PMI under each chunk against the null document (``grounding.pmi``):
+PMI_z(y_i) = log p(y_i | x, z, y_<i) − log p(y_i | x, ∅, y_<i).
+
+Content words are judged within *phrases* (runs of adjacent content words, "Jomo Kenyatta",
+"1874"), because the chain rule spreads a copied value's evidence unevenly over its tokens: once
+the first digits of "1874" are written, the model alone guesses the rest as well as the chunk
+does. A phrase's PMI under chunk z is the sum of its tokens' PMIs, log p(phrase | x, z, prefix) −
+log p(phrase | x, ∅, prefix).
+
+A content word is "document" under chunk z when z contains the word verbatim (whole word, any
+case) and the chunk did not make its phrase less likely than ``copy_threshold`` allows (it was
+quoted, not merely present). Names and numbers (a capital letter or a digit) need that verbatim
+evidence: measured on the counterfactual dev set, a chunk that holds "1859" raises the digits of a
+garbled "1959" as much as those of the right year, so PMI alone would colour a hallucinated year
+like a quoted one. Other content words (paraphrases, inflections) may instead pass on PMI alone,
+``threshold`` nats. Tokens outside content words (function words, punctuation, words of the
+question) are judged on their own PMI.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 from .answer import Support, TokenProvenance
 
-WORD = re.compile(r"\w+(?:[.,'’\-]\w+)*")
+WORD = re.compile(r"\w+(?:[.,'’]\w+)*")  # "1,874" and "U.S" are one word; hyphens join two
 # Function words: never "content", whatever their label (English; answers are in the question's language).
 FUNCTION_WORDS = frozenset("""
 a an the and or but nor so yet if then than that this these those there here it its it's is are was were be been
@@ -34,12 +42,18 @@ shall should will would may might must s t
 
 @dataclass(frozen=True)
 class SupportRule:
-    """The labelling rule: a phrase (or a lone token) is "document" under chunk z when its PMI
-    reaches ``threshold`` nats, or when z contains it verbatim and its PMI is at least
-    ``copy_threshold`` nats."""
+    """The labelling rule (see the module docstring): PMI ``threshold`` for content words that are
+    not names or numbers and for other tokens; ``copy_threshold``, the least phrase PMI of a word
+    the chunk contains verbatim."""
 
     threshold: float = math.log(4.0)
-    copy_threshold: float = 0.0
+    copy_threshold: float = -1.0
+
+
+@dataclass(frozen=True)
+class _Word:
+    text: str
+    tokens: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,7 @@ class _Phrase:
     text: str
     start: int  # character offsets in the answer text
     end: int
+    words: tuple[_Word, ...] = ()
 
 
 def label_support(
@@ -68,19 +83,19 @@ def label_support(
     if len(pmis) != n or len(closed_book) != n:
         raise ValueError(f"{n} tokens but {len(pmis)} PMI rows and {len(closed_book)} closed-book probabilities")
     asked = {w.lower() for w in WORD.findall(question)}
-    in_phrase: dict[int, _Phrase] = {}
-    for phrase in content_phrases(texts, asked):
-        for i in phrase.tokens:
-            in_phrase[i] = phrase
     chunks = [_normalise(t) for t in chunk_texts]
+    judged: dict[int, tuple[str, int | None]] = {}
+    for phrase in content_phrases(texts, asked):
+        phrase_pmi = [sum(_as_float(pmis[i][z]) for i in phrase.tokens) for z in range(len(chunks))]
+        for word in phrase.words:
+            verdict = _judge_word(word.text, phrase_pmi, chunks, rule)
+            for i in word.tokens:
+                judged.setdefault(i, verdict)
     out = []
     for i in range(n):
-        phrase = in_phrase.get(i)
-        if phrase is None:
-            label, chunk = _judge([pmis[i]], None, chunks, rule)
-        else:
-            label, chunk = _judge([pmis[j] for j in phrase.tokens], phrase.text, chunks, rule)
-        out.append(Support(label, chunk, tuple(_finite_or_none(v) for v in pmis[i]), closed_book[i], phrase is not None))
+        content = i in judged
+        label, chunk = judged[i] if content else _judge_token(pmis[i], rule)
+        out.append(Support(label, chunk, tuple(_finite_or_none(v) for v in pmis[i]), closed_book[i], content))
     return out
 
 
@@ -102,9 +117,14 @@ def content_phrases(texts: Sequence[str], asked: set[str] = frozenset()) -> list
     phrases = []
     for run in runs:
         start, end = run[0].start(), run[-1].end()
-        tokens = tuple(i for i, (a, b) in enumerate(bounds) if a < end and b > start and texts[i].strip())
-        phrases.append(_Phrase(tokens, text[start:end], start, end))
+        words = tuple(_Word(m.group(), _touching(bounds, texts, m.start(), m.end())) for m in run)
+        phrases.append(_Phrase(_touching(bounds, texts, start, end), text[start:end], start, end, words))
     return phrases
+
+
+def _touching(bounds: Sequence[tuple[int, int]], texts: Sequence[str], start: int, end: int) -> tuple[int, ...]:
+    """The non-blank tokens overlapping characters start:end."""
+    return tuple(i for i, (a, b) in enumerate(bounds) if a < end and b > start and texts[i].strip())
 
 
 def label_whole(texts: Sequence[str], label: str, chunk: int | None, question: str) -> list[Support]:
@@ -204,7 +224,7 @@ def _open_start(text: str, phrases: Sequence[_Phrase], asked: set[str]) -> int:
     if last is None:
         return len(text)
     tail = text[last.end() :]
-    if tail == "" or (len(tail) == 1 and tail in ".,'’-"):  # the last word may still grow
+    if tail == "" or (len(tail) == 1 and tail in ".,'’"):  # the last word may still grow
         joined = next((p for p in phrases if p.start <= last.start() < p.end), None)
         joined = joined or next((p for p in phrases if p.end <= last.start() and text[p.end : last.start()].isspace()), None)
         return joined.start if joined is not None else last.start()
@@ -218,15 +238,22 @@ def _is_content(word: str, asked: set[str]) -> bool:
     return low not in FUNCTION_WORDS and low not in asked
 
 
-def _judge(rows: Sequence[Sequence[float]], phrase: str | None, chunks: Sequence[str], rule: SupportRule) -> tuple[str, int | None]:
+def _judge_word(word: str, phrase_pmi: Sequence[float], chunks: Sequence[str], rule: SupportRule) -> tuple[str, int | None]:
     """("document", z) for the chunk with the strongest qualifying evidence, else ("model", None)."""
+    exact = any(ch.isdigit() or ch.isupper() for ch in word)  # a name or a number: quoted or nothing
     best, best_score = None, -math.inf
     for z, chunk in enumerate(chunks):
-        score = sum(_as_float(row[z]) for row in rows)
-        copied = phrase is not None and _contains(chunk, phrase)
-        if (score >= rule.threshold or (copied and score >= rule.copy_threshold)) and score > best_score:
+        score = phrase_pmi[z]
+        quoted = score >= rule.copy_threshold and _contains(chunk, word)
+        if (quoted or (not exact and score >= rule.threshold)) and score > best_score:
             best, best_score = z, score
     return ("document", best) if best is not None else ("model", None)
+
+
+def _judge_token(pmi_row: Sequence[float], rule: SupportRule) -> tuple[str, int | None]:
+    scores = [_as_float(v) for v in pmi_row]
+    z = max(range(len(scores)), key=scores.__getitem__, default=None)
+    return ("document", z) if z is not None and scores[z] >= rule.threshold else ("model", None)
 
 
 def _contains(normalised_chunk: str, phrase: str) -> bool:

@@ -28,6 +28,8 @@ from common import DATA, ROOT, machine, publish, require  # noqa: E402
 
 HEADING = "## Grounding: counterfactual questions (documents against the model's memory)"
 CORPUS = DATA / "enwiki-cf"
+TRUST_PROMPT = ("You answer questions using only the given context. The context is correct and up to date, even where "
+                "it differs from what you remember. Answer briefly, in one sentence.")
 VARIANTS: dict[str, dict] = {
     "plain": {"context_weight": 0.0, "plausibility": 0.0},
     "cad0.5": {"context_weight": 0.5, "plausibility": 0.0},
@@ -38,6 +40,8 @@ VARIANTS: dict[str, dict] = {
     "cad1-apc": {"context_weight": 1.0, "plausibility": 0.1},
     "cad2-apc": {"context_weight": 2.0, "plausibility": 0.1},
     "adacad-apc": {"context_weight": 1.0, "context_weight_adaptive": True, "plausibility": 0.1},
+    "trust": {"system_prompt": TRUST_PROMPT, "context_weight": 0.0, "plausibility": 0.0},
+    "trust-cad1-apc": {"system_prompt": TRUST_PROMPT, "context_weight": 1.0, "plausibility": 0.1},
     "default": {},
 }
 
@@ -80,6 +84,30 @@ class Recorder:
         return answer
 
 
+def relabel(path: Path, rule) -> None:
+    """Re-score saved answers under another support rule (no generation): support_recall and
+    memory_caught per saved run, as ``footnotes eval qa`` computes them."""
+    from assistant.answer import Answer, RetrievedChunk, TokenProvenance
+    from assistant.qa_eval import support_counts
+    from assistant.support import label_support
+
+    for key, run in json.loads(path.read_text(encoding="utf-8")).items():
+        counts = [0, 0, 0, 0]
+        for q, a in zip(run["questions"], run["answers"]):
+            chunks = tuple(RetrievedChunk(c["chunk_id"], c["source"], c["start"], c["end"], c["text"], (), c["score"],
+                                          c["prior"], c["posterior"]) for c in a["chunks"])
+            texts = [t["text"] for t in a["tokens"]]
+            pmis = [[-math.inf if v is None else v for v in t["support"]["pmi"]] for t in a["tokens"]]
+            labels = label_support(texts, pmis, [t["support"]["closed_book"] for t in a["tokens"]],
+                                   [c.text for c in chunks], q["question"], rule)
+            tokens = tuple(TokenProvenance(t["text"], t["prob"], tuple(t["posterior"]), support=s)
+                           for t, s in zip(a["tokens"], labels))
+            answer = Answer(a["answer"], a["mode"], chunks, tokens)
+            counts = [x + y for x, y in zip(counts, support_counts(answer, q["answers"], q.get("original", []), q["gold"]))]
+        print(f"{key}: support_recall {counts[0]}/{counts[1]} = {counts[0] / max(counts[1], 1):.3f}, "
+              f"memory_caught {counts[2]}/{counts[3]} = {counts[2] / max(counts[3], 1):.3f}")
+
+
 def _r(v):
     return round(v, 3) if isinstance(v, float) else v
 
@@ -98,7 +126,14 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(ROOT / ".bench-data" / "grounding"))
     parser.add_argument("--save", help="write every answer's JSON here")
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--relabel", help="re-score the answers saved in this file (--save) under --rule; no generation")
+    parser.add_argument("--rule", default="{}", help='support rule for --relabel, e.g. \'{"threshold": 2.0}\'')
     args = parser.parse_args()
+    if args.relabel:
+        from assistant.support import SupportRule
+
+        relabel(Path(args.relabel), SupportRule(**json.loads(args.rule)))
+        return
 
     import torch
 
