@@ -26,21 +26,27 @@ from common import DATA, Timer, machine, publish, require
 
 from knowledge.config import KnowledgeConfig
 from knowledge.evaluation import Query, read_queries, retrieval_metrics
-from knowledge.fusion import FUSIONS, NEEDS_ALL_SCORES, complete_scores, with_missed
+from knowledge.fusion import FUSIONS, NEEDS_ALL_SCORES, complete_scores, keep_decisive_first, with_missed
 from knowledge.kb import KnowledgeBase
 from ui.commands.evaluation import corpus_data_dir
 
 HEADING = "## Retrieval quality (Python FAQ dev set)"
 CUTOFFS = (1, 5, 10)
 DEPTHS = (20, 50, 100)  # candidates per retriever; the main table uses 50
-DEPTH_METHODS = ("rrf k=60 (equal weights)", "weighted-rrf w=0.6 k=60", "weighted-minmax w=0.6", "convex-tmm w=0.8")
+DEPTH_METHODS = ("rrf k=60 (equal weights)", "weighted-rrf w=0.6 k=60", "weighted-minmax w=0.6", "convex-tmm w=0.8",
+                 "weighted-minmax w=0.6 + decisive r=2.0")
 
-# (label, fusion name, dense weight, rrf k)
+# (label, fusion name, dense weight, rrf k, decisive ratio: BM25's first hit is kept first when its score is
+# >= ratio x its second's; 0 = off, as the rows of the earlier runs)
 GRID = [
-    ("rrf k=60 (equal weights)", "rrf", 0.5, 60),
-    *[(f"weighted-rrf w={w} k={k}", "weighted-rrf", w, k) for k in (10, 60) for w in (0.3, 0.5, 0.6, 0.7, 0.8)],
-    *[(f"weighted-minmax w={w}", "weighted-minmax", w, 0) for w in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)],
-    *[(f"convex-tmm w={w}", "convex-tmm", w, 0) for w in (0.5, 0.6, 0.7, 0.8, 0.9)],
+    ("rrf k=60 (equal weights)", "rrf", 0.5, 60, 0.0),
+    *[(f"weighted-rrf w={w} k={k}", "weighted-rrf", w, k, 0.0) for k in (10, 60) for w in (0.3, 0.5, 0.6, 0.7, 0.8)],
+    *[(f"weighted-minmax w={w}", "weighted-minmax", w, 0, 0.0) for w in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)],
+    *[(f"convex-tmm w={w}", "convex-tmm", w, 0, 0.0) for w in (0.5, 0.6, 0.7, 0.8, 0.9)],
+    *[(f"weighted-minmax w=0.6 + decisive r={r}", "weighted-minmax", 0.6, 0, r) for r in (1.25, 1.5, 2.0, 3.0)],
+    *[(f"weighted-minmax w={w} + decisive r=2.0", "weighted-minmax", w, 0, 2.0) for w in (0.5, 0.7)],
+    ("weighted-rrf w=0.6 k=60 + decisive r=2.0", "weighted-rrf", 0.6, 60, 2.0),
+    ("convex-tmm w=0.9 + decisive r=2.0", "convex-tmm", 0.9, 0, 2.0),
 ]
 
 
@@ -75,12 +81,12 @@ def evaluate(cands, queries: list[Query]) -> dict[str, dict[str, float]]:
     for (dense, sparse, source, exact, bm25_of), q in zip(cands, queries):
         rows["dense only"].append(first_gold([c for c, _ in dense], source, q.gold))
         rows["bm25 only"].append(first_gold([c for c, _ in sparse], source, q.gold))
-        for label, fusion, w, k in GRID:
+        for label, fusion, w, k, ratio in GRID:
             if fusion in NEEDS_ALL_SCORES:  # as the retriever does
                 rankings = complete_scores(dense, sparse, exact, bm25_of) if dense and sparse else (dense, sparse)
             else:
                 rankings = (with_missed(dense, exact) if dense and sparse else dense, sparse)
-            fused = FUSIONS[fusion](list(rankings), [w, 1 - w], k)
+            fused = keep_decisive_first(FUSIONS[fusion](list(rankings), [w, 1 - w], k), rankings[1], ratio)
             order = sorted(fused, key=lambda c: (-fused[c], c))
             rows.setdefault(label, []).append(first_gold(order, source, q.gold))
     return {label: retrieval_metrics(ranks, CUTOFFS, mrr_at=10) for label, ranks in rows.items()}

@@ -60,6 +60,7 @@ class RetrievalConfig:
     fusion: str = "weighted-minmax"  # "weighted-minmax" (min-max normalised scores), "convex-tmm", "weighted-rrf" or "rrf"
     rrf_k: int = 60  # the k of reciprocal rank fusion: 1 / (rrf_k + rank) (fusion = "rrf" or "weighted-rrf")
     dense_weight: float = 0.6  # share of the dense retriever in the fusion (BM25 gets the rest)
+    decisive_ratio: float = 2.0  # BM25's first hit ranks first when its score is >= this times its second's (a rare term only it has); 0 = off
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,12 @@ by the score-based fusions). It returns ``{id: fused score}`` for every id in an
   scores of a long chunk vary little, did not rank it.
 
 The rankings passed are (dense, BM25), in that order, either possibly empty.
+
+Whatever the fusion, a *decisive* BM25 first hit is kept first (``keep_decisive_first``): when BM25's
+best score is at least ``ratio`` times its second best (or it is BM25's only hit), the query has a
+term that one chunk holds and the rest do not (an identifier, a code, a rare name). Score-based
+fusions lose such a hit when the dense retriever ranks it low (min-max maps BM25's top to 1 however
+far ahead it is, and the dense top gets its full weight too); rank fusions lose it the same way.
 """
 
 from __future__ import annotations
@@ -102,6 +108,26 @@ def with_missed(ranking: Ranking, exact: dict[str, float]) -> list[tuple[str, fl
     floor = min(s for _, s in ranking)
     missed = [(doc, s) for doc, s in exact.items() if doc not in have and s >= floor]
     return sorted([*ranking, *missed], key=lambda item: (-item[1], item[0])) if missed else list(ranking)
+
+
+def decisive_first(ranking: Ranking, ratio: float) -> str | None:
+    """The id of a ranking's first entry when its score is at least ``ratio`` times the second's (or it
+    is the only entry with a positive score); else None. ``ratio`` <= 1 turns the rule off."""
+    if ratio <= 1 or not ranking or ranking[0][1] <= 0:
+        return None
+    second = ranking[1][1] if len(ranking) > 1 else 0.0
+    return ranking[0][0] if ranking[0][1] >= ratio * max(second, 0.0) else None
+
+
+def keep_decisive_first(fused: dict[str, float], sparse: Ranking, ratio: float) -> dict[str, float]:
+    """``fused`` with BM25's decisive first hit (``decisive_first``) raised just above the best fused
+    score, so it ranks first; unchanged when BM25 has no decisive hit."""
+    doc = decisive_first(sparse, ratio)
+    if doc is None or not fused or max(fused, key=fused.__getitem__) == doc:
+        return fused
+    out = dict(fused)
+    out[doc] = max(fused.values()) + 1e-6
+    return out
 
 
 def _check(rankings: Sequence[Ranking], weights: Sequence[float]) -> None:

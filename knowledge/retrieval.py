@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .config import RetrievalConfig
 from .errors import ConfigError
-from .fusion import FUSIONS, NEEDS_ALL_SCORES, complete_scores, with_missed
+from .fusion import FUSIONS, NEEDS_ALL_SCORES, complete_scores, keep_decisive_first, with_missed
 from .store import KnowledgeStore
 from .types import Hit
 
@@ -65,6 +65,7 @@ class HybridRetriever:
         if len(use) > 1:
             w = self.config.dense_weight
             fused = FUSIONS[self.config.fusion]([dense, sparse], [w, 1 - w], self.config.rrf_k)
+            fused = keep_decisive_first(fused, sparse, self.config.decisive_ratio)
         order = sorted(fused, key=fused.__getitem__, reverse=True) if fused else [c for c, _ in (dense or sparse)]
         chunks = self.store.manifest.chunks(order[: k * 2])  # ids gone from the manifest drop out here
         hits = [

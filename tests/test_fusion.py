@@ -116,3 +116,50 @@ def test_convex_tmm_keeps_a_decisive_bm25_winner_that_min_max_loses():
     for w in (0.6, 0.7, 0.8):
         tmm = convex_tmm([dense_all, sparse_all], [w, 1 - w])
         assert max(tmm, key=tmm.__getitem__) == "edit"
+
+
+def test_decisive_first_by_hand():
+    from knowledge.fusion import decisive_first
+
+    assert decisive_first([("a", 9.0), ("b", 3.0)], 2.0) == "a"
+    assert decisive_first([("a", 5.0), ("b", 3.0)], 2.0) is None
+    assert decisive_first([("a", 1.5)], 2.0) == "a"  # the only hit
+    assert decisive_first([("a", 9.0), ("b", 3.0)], 0.0) is None  # off
+    assert decisive_first([], 2.0) is None and decisive_first([("a", 0.0)], 2.0) is None
+
+
+def test_keep_decisive_first_lifts_only_a_decisive_hit_and_keeps_the_rest_in_order():
+    from knowledge.fusion import keep_decisive_first
+
+    fused = {"x": 0.9, "y": 0.7, "rare": 0.4}
+    assert keep_decisive_first(fused, [("rare", 12.0), ("y", 2.0)], 2.0) == {"x": 0.9, "y": 0.7, "rare": 0.9 + 1e-6}
+    assert keep_decisive_first(fused, [("rare", 3.0), ("y", 2.0)], 2.0) == fused
+    assert keep_decisive_first(fused, [("x", 12.0), ("y", 2.0)], 2.0) == fused
+
+
+def _words(target: str, n: int, same: bool, dim: int = 64) -> list[str]:
+    """Words the test embedder hashes into the same dimension as ``target`` (dense look-alikes), or into
+    other ones (text that does not look like it)."""
+    import hashlib
+
+    bucket = lambda w: int.from_bytes(hashlib.blake2b(w.encode(), digest_size=4).digest(), "little") % dim  # noqa: E731
+    return [w for w in (f"w{i}" for i in range(10_000)) if (bucket(w) == bucket(target)) is same][:n]
+
+
+@pytest.mark.parametrize("ratio, in_top_3", [(0.0, False), (RetrievalConfig().decisive_ratio, True)])
+def test_an_exact_rare_token_ranks_its_chunk_in_the_top_3(folder, open_kb, ratio, in_top_3):
+    """The adversarial pass's `burstzq150x`: the only chunk holding the token is long (its cosine stays
+    low) and short chunks that merely look alike to the dense retriever crowd the top. BM25 has one
+    decisive hit; the min-max mix alone (ratio 0) ranks it below them, the decisive rule first."""
+    token = "burstzq150x"
+    filler = " ".join(_words(token, 1, same=False) * 26)  # a long chunk: a low cosine
+    (folder / "config-notes.md").write_text(f"# Notes\n\n{filler} the limit is {token} for bursts .\n")
+    for i, word in enumerate(_words(token, 6, same=True)):
+        (folder / f"other{i}.md").write_text(f"# {word}\n\n{word} {word} {word} {word}\n")
+    for i in range(20):
+        (folder / f"noise{i}.md").write_text(f"# Noise {i}\n\nnothing to see here number{i} .\n")
+    base = small_config()
+    kb = open_kb(dataclasses.replace(base, retrieval=dataclasses.replace(base.retrieval, decisive_ratio=ratio)))
+    kb.sync()
+    top = [h.source for h in kb.retriever.search(token, k=3)]
+    assert ("config-notes.md" in top) is in_top_3, top
