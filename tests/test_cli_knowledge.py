@@ -63,6 +63,16 @@ def test_ingest_search_status_edit_delete(corpus, tmp_path):
     assert search(data, "espresso beans", 1)[0]["source"] == "tea.html"
 
 
+def test_search_prints_no_warning_unless_verbose(corpus, tmp_path):
+    data = tmp_path / "data"
+    footnotes("--data-dir", str(data), "ingest", str(corpus))
+    quiet = footnotes("--data-dir", str(data), "search", "green tea", "--json")
+    assert quiet.stderr == ""  # torch's quantization deprecation is not the user's to act on
+    assert json.loads(quiet.stdout)
+    verbose = footnotes("-v", "--data-dir", str(data), "search", "green tea", "--json")
+    assert "quantize_per_channel" in verbose.stderr
+
+
 def test_data_dir_and_config_from_environment(corpus, tmp_path):
     data = tmp_path / "envdata"
     cfg = tmp_path / "c.toml"

@@ -39,3 +39,28 @@ def test_each_precision_stays_close_to_fp32(dtype, fp32_vectors):
     sims = vectors @ vectors.T  # (3, 3): the same nearest neighbours as fp32
     ref = fp32_vectors @ fp32_vectors.T
     assert (np.argsort(-sims, axis=1) == np.argsort(-ref, axis=1)).all()
+
+
+def test_int8_builds_exactly_what_quantize_dynamic_builds():
+    import copy
+
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(),
+                                torch.nn.Sequential(torch.nn.Linear(32, 8), torch.nn.LayerNorm(8)))
+    reference = quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear: per_channel_dynamic_qconfig},
+                                 dtype=torch.qint8)
+    ours = PRECISIONS["int8"](model)
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    pairs = [(a, b) for a, b in zip(reference.modules(), ours.modules()) if isinstance(a, DynamicLinear)]
+    assert len(pairs) == 2 and all(type(b) is DynamicLinear for _, b in pairs)
+    for a, b in pairs:
+        (wa, ba), (wb, bb) = a._weight_bias(), b._weight_bias()  # noqa: SLF001
+        assert torch.equal(wa.int_repr(), wb.int_repr()) and torch.equal(ba, bb)
+        assert torch.equal(wa.q_per_channel_scales(), wb.q_per_channel_scales())
+        assert torch.equal(wa.q_per_channel_zero_points(), wb.q_per_channel_zero_points())
+    x = torch.randn(3, 5, 16)  # (B, T, in)
+    assert torch.equal(reference(x), ours(x))

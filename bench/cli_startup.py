@@ -1,0 +1,109 @@
+"""CLI start-up: wall time of `footnotes status`, `search` and `ask` as fresh processes, against
+`python -c "import torch"` measured in the same run (the machine is shared: compare ratios).
+
+    .venv/bin/python bench/cli_startup.py [--rounds 5] [--baseline REV] [--no-ask] [--no-write]
+
+The sample folder is ingested once into a temporary data dir; then every round runs each command once,
+in turn (so all of them see the same load), as a new process with HF_HUB_OFFLINE=1: "cold" means a new
+process, not an empty page cache. ``--baseline REV`` also runs the commands from a `git archive` of
+that revision (same venv, same data dir), e.g. the commit before the start-up work, so the old and
+the new code are measured side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, machine, publish
+
+HEADING = "## CLI start-up (status, search, ask)"
+QUESTION = "Where was Marie Curie born?"
+
+
+def commands(ask: bool) -> dict[str, list[str]]:
+    out = {
+        "status": ["status"],
+        "status --json": ["status", "--json"],
+        "search": ["search", QUESTION, "--k", "3"],
+    }
+    if ask:
+        out["ask (rag-token, k=2)"] = ["ask", QUESTION, "--k", "2", "--mode", "rag-token"]
+    return out
+
+
+def timed(argv: list[str], cwd: Path) -> float:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed in {cwd}:\n{proc.stderr}")
+    return seconds
+
+
+def export(rev: str, dest: Path) -> Path:
+    """The tree of ``rev`` in ``dest`` (git archive: no checkout, the working tree is not touched)."""
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--baseline", help="also time the commands of this git revision")
+    ap.add_argument("--no-ask", action="store_true", help="skip `footnotes ask` (it loads the generator)")
+    ap.add_argument("--no-write", action="store_true", help="print only, leave docs/benchmarks.md alone")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="footnotes-startup-") as tmp:
+        work = Path(tmp)
+        folder = shutil.copytree(ROOT / "sample", work / "sample")
+        data = work / "data"
+        subprocess.run([sys.executable, "-m", "ui.cli", "--data-dir", str(data), "ingest", str(folder)], cwd=ROOT,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True, capture_output=True)
+        trees = {"now": ROOT}
+        if args.baseline:
+            trees[args.baseline] = export(args.baseline, Path(tempfile.mkdtemp(dir=work)))
+        runs: dict[tuple[str, str], list[float]] = {}
+        torch_runs: list[float] = []
+        for r in range(args.rounds):
+            torch_runs.append(timed([sys.executable, "-c", "import torch"], ROOT))
+            for tree_name, tree in trees.items():
+                for name, argv in commands(not args.no_ask).items():
+                    full = [sys.executable, "-m", "ui.cli", "--data-dir", str(data), *argv]
+                    runs.setdefault((tree_name, name), []).append(timed(full, tree))
+            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+
+    torch_median = statistics.median(torch_runs)
+    lines = [
+        f"`.venv/bin/python bench/cli_startup.py --rounds {args.rounds}"
+        + (f" --baseline {args.baseline}" if args.baseline else "") + ("  --no-ask" if args.no_ask else "")
+        + f"`; {machine()}.",
+        "",
+        f"Each command a fresh process over the 4-document sample folder, {args.rounds} rounds taking turns; "
+        f"`python -c \"import torch\"` in the same rounds: median {torch_median:.2f} s "
+        f"(min {min(torch_runs):.2f}, max {max(torch_runs):.2f}). Ratio = the command's median / torch's median.",
+        "",
+        "| code | command | median s | min s | max s | × import torch |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for (tree_name, name), seconds in runs.items():
+        med = statistics.median(seconds)
+        code = "this commit" if tree_name == "now" else f"`{tree_name}`"
+        lines.append(f"| {code} | `footnotes {name}` | {med:.2f} | {min(seconds):.2f} | {max(seconds):.2f} | "
+                     f"{med / torch_median:.2f}× |")
+    publish(HEADING, "\n".join(lines), not args.no_write)
+
+
+if __name__ == "__main__":
+    main()
