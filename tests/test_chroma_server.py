@@ -20,6 +20,8 @@ from scripts.chroma_server import ChromaServer
 from tests.conftest import CHROMA_SERVER, assert_consistent, small_config
 from tests.fakes import HashingEmbedder
 
+pytestmark = pytest.mark.slow  # real `chroma run` servers: `make test`, not `make check`
+
 ROOT = Path(__file__).resolve().parent.parent
 
 DOCS = {

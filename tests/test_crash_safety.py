@@ -11,7 +11,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import assert_consistent
+
+pytestmark = pytest.mark.slow  # kill -9 rounds: `make test`, not `make check`
 
 ROOT = Path(__file__).resolve().parent.parent
 

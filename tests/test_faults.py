@@ -82,6 +82,7 @@ def assert_matches_folder(data: Path, folder: Path, tmp_path: Path) -> None:
 
 
 # -- footnotes reindex ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_reindex_rebuilds_every_index_and_the_knn_datastore(cli, folder, tmp_path):
     from assistant.config import KnnConfig
     from assistant.knn.sync import open_datastore, sync_datastore

@@ -8,12 +8,16 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 import numpy as np
 
 from assistant.config import AnswerConfig
 from tests.fakes import HashingEmbedder
 from tests.load_driver import fact_documents, run_load
 from tests.ui_fixtures import make_service
+
+pytestmark = pytest.mark.slow  # a load run: `make test`, not `make check`
 
 WORDS = [f"{a}{b}" for a in "river mill stone oak cart market road bridge field barn".split()
          for b in "side wright ward ley ton by ford ham stead wick".split()]
