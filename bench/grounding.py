@@ -61,6 +61,7 @@ def query_file(kind: str, split: str) -> Path:
 
 def run_set(engine_for, queries, variants, modes, k, limit, done=lambda key, report, answers: None):
     """Yields ((variant, mode), report, [answer json]) for one corpus."""
+    from assistant.modes.realm import NO_ANSWER
     from assistant.qa_eval import evaluate_qa
 
     for name, settings in variants.items():
@@ -69,6 +70,7 @@ def run_set(engine_for, queries, variants, modes, k, limit, done=lambda key, rep
             start = time.perf_counter()
             report = evaluate_qa(engine, queries[: limit or None], [mode], k)[mode]
             report["seconds"] = time.perf_counter() - start
+            report["no_answer"] = sum(a.text == NO_ANSWER for a in engine.answers[mode]) / max(len(engine.answers[mode]), 1)
             print(f"{name:>12} {mode:>13}: {json.dumps({m: _r(v) for m, v in report.items()})}", flush=True)
             yield (name, mode), report, [a.to_json() for a in engine.answers.pop(mode)]
 
@@ -183,8 +185,8 @@ def markdown(results, variants, modes, args) -> str:
         "among untouched articles and news; the ordinary twin asks the same questions over the unchanged corpus.",
         "",
         "| variant | settings | mode | follows the documents | states the model's value | support_recall | "
-        "memory_caught | ordinary answer recall | s / answer |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "memory_caught | \"could not find\" | ordinary answer recall | s / answer |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, settings in variants.items():
         for mode in modes:
@@ -193,6 +195,7 @@ def markdown(results, variants, modes, args) -> str:
             lines.append(
                 f"| {name} | `{json.dumps(settings) if settings else 'defaults'}` | {mode} | {f(cf.get('answer_recall'))} | "
                 f"{f(cf.get('leakage'))} | {f(cf.get('support_recall'))} | {f(cf.get('memory_caught'))} | "
+                f"{f(cf.get('no_answer'))} | "
                 f"{f(og.get('answer_recall'))} | {f(cf.get('seconds_per_answer'))} |")
     return "\n".join(lines) + "\n"
 
