@@ -91,11 +91,17 @@ def test_chat_follow_up_uses_the_history(data):
 def test_eval_qa_side_by_side(data, tmp_path):
     queries = tmp_path / "q.jsonl"
     queries.write_text(json.dumps({"id": "1", "question": "Where was Marie Curie born?", "gold": ["marie-curie.md"],
-                                   "answers": ["Warsaw"]}) + "\n")
+                                   "answers": ["Warsaw"], "original": ["Paris"]}) + "\n")
     out = json.loads(footnotes("--data-dir", str(tmp_path / "d"), "eval", "qa", "--corpus", str(ROOT / "sample"),
                                "--queries", str(queries), "--mode", "rag-token,closed-book", "--k", "2",
                                "--json").stdout)
     assert out["queries"] == 1
     for mode in ("rag-token", "closed-book"):
-        assert set(out[mode]) == {"exact_match", "f1", "answer_recall", "citation_accuracy", "seconds_per_answer"}
+        assert set(out[mode]) == {"exact_match", "f1", "answer_recall", "citation_accuracy", "leakage",
+                                  "support_recall", "memory_caught", "seconds_per_answer"}
     assert out["rag-token"]["answer_recall"] == 1.0 and out["rag-token"]["citation_accuracy"] == 1.0
+    # "Warsaw" quoted from the gold chunk: every token of it is labelled "document" with that chunk
+    assert out["rag-token"]["support_recall"] == 1.0 and out["rag-token"]["leakage"] == 0.0
+    # closed-book labels every token "model": whatever it says, nothing counts as supported
+    assert out["closed-book"]["support_recall"] in (0.0, None)
+    assert out["closed-book"]["memory_caught"] in (1.0, None)

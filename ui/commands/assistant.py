@@ -155,9 +155,10 @@ def cmd_eval_qa(args, ctx) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    metrics = ("exact_match", "f1", "answer_recall", "citation_accuracy", "seconds_per_answer")
-    print(f"{'':14}" + "".join(f"{m:>20}" for m in metrics) + f"   ({result['queries']} queries)")
+    metrics = ("exact_match", "f1", "answer_recall", "citation_accuracy", "leakage", "support_recall",
+               "memory_caught", "seconds_per_answer")
+    print(f"{'':14}" + "".join(f"{m:>19}" for m in metrics) + f"   ({result['queries']} queries)")
     for mode in modes:
         cells = [result[mode][m] for m in metrics]
-        print(f"{mode:14}" + "".join(f"{'-' if v is None else f'{v:.3f}':>20}" for v in cells))
+        print(f"{mode:14}" + "".join(f"{'-' if v is None else f'{v:.3f}':>19}" for v in cells))
     return 0
