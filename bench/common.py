@@ -99,3 +99,16 @@ def publish(heading: str, text: str, write: bool) -> None:
     if write:
         write_section(heading, text)
         print("written to docs/benchmarks.md")
+
+
+class Recorder:
+    """Passes questions to an engine and keeps every answer per mode (evaluate_qa keeps only the metrics)."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.answers: dict[str, list] = {}
+
+    def ask(self, question, history=(), mode=None, k=None):
+        answer = self.engine.ask(question, history, mode=mode, k=k)
+        self.answers.setdefault(mode, []).append(answer)
+        return answer

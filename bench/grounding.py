@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, ROOT, machine, publish, require  # noqa: E402
+from common import DATA, ROOT, Recorder, machine, publish, require  # noqa: E402
 
 HEADING = "## Grounding: counterfactual questions (documents against the model's memory)"
 CORPUS = DATA / "enwiki-cf"
@@ -74,16 +74,6 @@ def run_set(engine_for, queries, variants, modes, k, limit, done=lambda key, rep
             print(f"{name:>12} {mode:>13}: {json.dumps({m: _r(v) for m, v in report.items()})}", flush=True)
             yield (name, mode), report, [a.to_json() for a in engine.answers.pop(mode)]
 
-
-class Recorder:
-    def __init__(self, engine) -> None:
-        self.engine = engine
-        self.answers: dict[str, list] = {}
-
-    def ask(self, question, history=(), mode=None, k=None):
-        answer = self.engine.ask(question, history, mode=mode, k=k)
-        self.answers.setdefault(mode, []).append(answer)
-        return answer
 
 
 def relabel(path: Path, rule) -> None:

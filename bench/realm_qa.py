@@ -26,23 +26,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from common import write_section  # noqa: E402
+from common import Recorder, write_section  # noqa: E402
 
 HEADING = "## REALM reader vs RAG on factoid questions"
 THRESHOLDS = (0.0, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5)
-
-
-class Recorder:
-    """Passes questions to the engine and keeps every answer (evaluate_qa only keeps the metrics)."""
-
-    def __init__(self, engine) -> None:
-        self.engine = engine
-        self.answers: dict[str, list] = {}
-
-    def ask(self, question, history=(), mode=None, k=None):
-        answer = self.engine.ask(question, history, mode=mode, k=k)
-        self.answers.setdefault(mode, []).append(answer)
-        return answer
 
 
 def verbatim(answer) -> bool:
