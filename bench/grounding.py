@@ -59,7 +59,7 @@ def query_file(kind: str, split: str) -> Path:
     return ROOT / "bench" / "data" / f"enwiki_{kind}{suffix}.jsonl"
 
 
-def run_set(engine_for, queries, variants, modes, k, limit, done=lambda key, report, answers: None):
+def run_set(engine_for, queries, variants, modes, k, limit):
     """Yields ((variant, mode), report, [answer json]) for one corpus."""
     from assistant.modes.realm import NO_ANSWER
     from assistant.qa_eval import evaluate_qa
@@ -73,7 +73,6 @@ def run_set(engine_for, queries, variants, modes, k, limit, done=lambda key, rep
             report["no_answer"] = sum(a.text == NO_ANSWER for a in engine.answers[mode]) / max(len(engine.answers[mode]), 1)
             print(f"{name:>12} {mode:>13}: {json.dumps({m: _r(v) for m, v in report.items()})}", flush=True)
             yield (name, mode), report, [a.to_json() for a in engine.answers.pop(mode)]
-
 
 
 def relabel(path: Path, rule) -> None:
