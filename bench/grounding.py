@@ -2,8 +2,9 @@
 words from memory marked? Counterfactual questions (NQ-Swap style) and their ordinary twins.
 
     .venv/bin/python bench/counterfactual_data.py --dest .dev-data/enwiki-cf      # the two corpora, once
-    .venv/bin/python bench/grounding.py --split dev --variants plain,cad0.5          # a sweep, prints a table
-    .venv/bin/python bench/grounding.py --split test --variants plain,default --write  # the reported run
+    .venv/bin/python bench/grounding.py --split dev --variants plain,cad0.5-apc --sets counterfactual   # a sweep
+    .venv/bin/python bench/grounding.py --split dev --subset known --variants plain,default  # facts the model knows
+    .venv/bin/python bench/grounding.py --split test --variants plain,default --write        # the reported run
 
 Each variant is a set of ``[answer]`` settings (``VARIANTS`` below, or ``name={json}`` on the
 command line). For every variant and mode it reports, on the counterfactual set: the share of
@@ -54,9 +55,10 @@ def parse_variants(spec: str) -> dict[str, dict]:
     return out
 
 
-def query_file(kind: str, split: str) -> Path:
-    suffix = "" if split == "all" else f"_{split}"
-    return ROOT / "bench" / "data" / f"enwiki_{kind}{suffix}.jsonl"
+def query_file(kind: str, subset: str, split: str) -> Path:
+    """bench/data/enwiki_<kind>[_known][_<split>].jsonl"""
+    name = f"enwiki_{kind}" + ("_known" if subset == "known" else "") + ("" if split == "all" else f"_{split}")
+    return ROOT / "bench" / "data" / f"{name}.jsonl"
 
 
 def run_set(engine_for, queries, variants, modes, k, limit):
@@ -111,8 +113,10 @@ def main() -> None:
     parser.add_argument("--modes", default="rag-token")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--limit", type=int, default=0)
-    parser.add_argument("--ordinary", action=argparse.BooleanOptionalAction, default=True,
-                        help="also run the ordinary twin (the unchanged corpus)")
+    parser.add_argument("--sets", default="counterfactual,ordinary",
+                        help="counterfactual (the edited corpus), ordinary (the same questions, unchanged corpus), or both")
+    parser.add_argument("--subset", default="all", choices=("all", "known"),
+                        help="known: only the questions whose original the closed-book model states")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=str(ROOT / ".bench-data" / "grounding"))
     parser.add_argument("--save", help="write every answer's JSON here")
@@ -140,10 +144,12 @@ def main() -> None:
     variants = parse_variants(args.variants)
     modes = [m for m in args.modes.split(",") if m]
     generator = Generator.from_config(GeneratorConfig())
-    sets = [("counterfactual", "counterfactual")] + ([("original", "qa")] if args.ordinary else [])
+    chosen = set(args.sets.split(","))
+    sets = [(folder, kind) for name, folder, kind in (("counterfactual", "counterfactual", "counterfactual"),
+                                                      ("ordinary", "original", "qa")) if name in chosen]
     results, saved = {}, {}
     for folder, kind in sets:
-        queries = load_queries(query_file(kind, args.split))
+        queries = load_queries(query_file(kind, args.subset, args.split))
         kb = KnowledgeBase.open(KnowledgeConfig(), Path(args.data_dir) / folder, folder=corpus / folder)
         kb.sync()
         try:
@@ -165,8 +171,8 @@ def markdown(results, variants, modes, args) -> str:
     def f(v):
         return "–" if v is None else f"{v:.2f}"
 
-    cmd = f"`.venv/bin/python bench/grounding.py --split {args.split} --variants {args.variants} --modes {args.modes}" \
-          f"{' --write' if args.write else ''}`"
+    cmd = (f"`.venv/bin/python bench/grounding.py --split {args.split} --subset {args.subset} --sets {args.sets} "
+           f"--variants {args.variants} --modes {args.modes}{' --write' if args.write else ''}`")
     lines = [
         f"{cmd}, {machine()}, torch threads = {args.threads}, k = {args.k}.",
         "",
