@@ -8,17 +8,23 @@ the edits and the questions, which live in ``bench/data/enwiki_counterfactual_ed
     .venv/bin/python bench/counterfactual_data.py --dest .dev-data/enwiki-cf [--gensim-wheel PATH]
 
 writes ``DEST/original/`` (the articles as plain markdown, ``enwiki/<Title>.md``, and the
-distractors, ``news/lee-*.txt``) and ``DEST/counterfactual/`` (the same, with one fact replaced
-at every mention in each edited article), then the query files from the spec:
+distractors, ``news/lee-*.txt``) and ``DEST/counterfactual/`` (the same, with each edited fact
+replaced at every mention in its article; an article may carry several edits, applied in spec
+order, each with its own question), then the query files from the spec:
 
 - ``bench/data/enwiki_counterfactual.jsonl`` (answers = the substituted value, original = the
   replaced one) and ``_dev`` / ``_test`` splits of it;
 - ``bench/data/enwiki_qa.jsonl`` (the same questions over the original corpus, answers = the
-  original value) and its ``_dev`` / ``_test`` splits.
+  original value) and its ``_dev`` / ``_test`` splits;
+- ``_known_dev`` / ``_known_test`` variants of both: only the edits marked ``"known": true`` in
+  the spec, facts the closed-book generator states correctly, so the document really contradicts
+  the model's memory (the others mostly measure facts the small model never knew).
 
 Every invariant is checked and a violation fails loudly: the original value occurs in the
 original article, it occurs nowhere in the counterfactual article (whole word, any case), the
-replacement occurs in the counterfactual article and nowhere in the original one, and so on.
+replacement occurs in the counterfactual article and nowhere in the original one, and so on
+(with several edits of one article: no edit may touch another's value, every replacement survives
+the later edits and every original is gone from the final article).
 The output is deterministic (same wheel, same spec -> same bytes).
 """
 
@@ -236,7 +242,7 @@ def word(value: str, flags: int = 0) -> re.Pattern:
 
 
 def check_spec(spec: list[dict], docs: dict[str, str]) -> None:
-    seen_titles, seen_q = set(), set()
+    seen_q = set()
     for n, e in enumerate(spec, 1):
         where = f"edit {n} ({e.get('title')!r})"
         for key in ("title", "original", "replacement", "question", "type", "split"):
@@ -248,12 +254,11 @@ def check_spec(spec: list[dict], docs: dict[str, str]) -> None:
             raise Invalid(f"{where}: split {e['split']!r} not in {sorted(SPLITS)}")
         if e["title"] not in docs:
             raise Invalid(f"{where}: no such article")
-        if e["title"] in seen_titles:
-            raise Invalid(f"{where}: one edit per article")
         if e["question"] in seen_q:
             raise Invalid(f"{where}: duplicate question")
-        seen_titles.add(e["title"])
         seen_q.add(e["question"])
+        if "known" in e and not isinstance(e["known"], bool):
+            raise Invalid(f"{where}: 'known' must be true or false")
         extra = e.get("extra", [])
         if not (isinstance(extra, list) and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) and x
                                                                                           for x in p) for p in extra)):
@@ -263,25 +268,61 @@ def check_spec(spec: list[dict], docs: dict[str, str]) -> None:
             raise Invalid(f"{where}: {o!r} and {r!r} string-match each other")
 
 
-def apply_edit(e: dict, text: str) -> str:
+def apply_edit(e: dict, text: str, source: str | None = None) -> str:
+    """Replace e's fact in text; source is the untouched article (text itself for a first edit)."""
+    source = text if source is None else source
     o, r = e["original"], e["replacement"]
     where = f"{e['title']!r}: {o!r} -> {r!r}"
-    if not word(o).search(text):
+    if not word(o).search(source):
         raise Invalid(f"{where}: the original value is not in the original article")
-    if word(r, re.I).search(text):
-        raise Invalid(f"{where}: the replacement already occurs in the original article")
+    if not word(o).search(text):
+        raise Invalid(f"{where}: an earlier edit of the article removed the original value")
+    if word(r, re.I).search(source) or word(r, re.I).search(text):
+        raise Invalid(f"{where}: the replacement already occurs in the article")
     new = word(o).sub(r, text)
     for eo, er in e.get("extra", []):  # the same fact under another name: "Tranquility Base" for "Sea of Tranquility"
-        if word(er, re.I).search(text):
-            raise Invalid(f"{where}: the extra replacement {er!r} already occurs in the original article")
+        if word(er, re.I).search(source) or word(er, re.I).search(text):
+            raise Invalid(f"{where}: the extra replacement {er!r} already occurs in the article")
         new = word(eo).sub(er, new)
-    for variant in [o] + e.get("also_original", []):
+    check_edited(e, new)
+    return new
+
+
+def check_edited(e: dict, new: str) -> None:
+    where = f"{e['title']!r}: {e['original']!r} -> {e['replacement']!r}"
+    for variant in [e["original"]] + e.get("also_original", []):
         if word(variant, re.I).search(new):
             raise Invalid(f"{where}: {variant!r} still occurs in the counterfactual article")
     for eo, _ in e.get("extra", []):  # case-sensitive: "peace and tranquility" is no name of the fact
         if word(eo).search(new):
             raise Invalid(f"{where}: {eo!r} still occurs in the counterfactual article")
-    return new
+    for a in [e["replacement"]] + [er for _, er in e.get("extra", [])]:
+        if not word(a).search(new):
+            raise Invalid(f"{where}: {a!r} is not in the counterfactual article (a later edit replaced it?)")
+    for a in e.get("also", []):
+        if a.lower() not in new.lower():
+            raise Invalid(f"{where}: answer {a!r} is not in the counterfactual article")
+
+
+def apply_edits(spec: list[dict], original: dict[str, str]) -> dict[str, str]:
+    """The counterfactual corpus: each article's edits in spec order, all checked on the final text."""
+    counter = dict(original)
+    by_file: dict[str, list[dict]] = {}
+    for e in spec:
+        by_file.setdefault(filename(e["title"]), []).append(e)
+    for f, edits in by_file.items():
+        text = original[f]
+        for e in edits:
+            text = apply_edit(e, text, original[f])
+        for e in edits:  # a later edit must neither bring back an earlier original nor erase its replacement
+            check_edited(e, text)
+        values = [v.lower() for e in edits for v in (e["original"], e["replacement"])]
+        for i, a in enumerate(values):
+            for b in values[i + 1:]:
+                if a in b or b in a:
+                    raise Invalid(f"{f}: the values {a!r} and {b!r} of two edits string-match each other")
+        counter[f] = text
+    return counter
 
 
 def check_queries(spec: list[dict], original: dict[str, str], counter: dict[str, str]) -> None:
@@ -298,6 +339,13 @@ def check_queries(spec: list[dict], original: dict[str, str], counter: dict[str,
                 raise Invalid(f"{f}: original {o!r} not in the original gold file")
         if e["original"].lower() in e["question"].lower() or e["replacement"].lower() in e["question"].lower():
             raise Invalid(f"{f}: the question gives the answer away: {e['question']!r}")
+        for other in spec:  # a question may not rest on a fact another edit of its article changed
+            if other is e or other["title"] != e["title"]:
+                continue
+            for v in [other["original"], other["replacement"]] + [x for pair in other.get("extra", []) for x in pair]:
+                if word(v, re.I).search(e["question"]):
+                    raise Invalid(f"{f}: the question {e['question']!r} names {v!r}, a value of another edit "
+                                  f"({other['original']!r} -> {other['replacement']!r}) of the same article")
     edited = {filename(e["title"]) for e in spec}
     if set(counter) != set(original):
         raise Invalid("the two corpora do not hold the same files")
@@ -310,10 +358,10 @@ def query_rows(spec: list[dict]) -> tuple[list[dict], list[dict]]:
     cf, qa = [], []
     for n, e in enumerate(spec, 1):
         base = {"question": e["question"], "gold": [filename(e["title"])]}
+        tail = {"type": e["type"], "split": e["split"], "known": bool(e.get("known", False))}
         cf.append({"id": f"cf-{n}", **base, "answers": [e["replacement"]] + e.get("also", []),
-                   "original": [e["original"]] + e.get("also_original", []), "type": e["type"], "split": e["split"]})
-        qa.append({"id": f"qa-{n}", **base, "answers": [e["original"]] + e.get("also_original", []),
-                   "type": e["type"], "split": e["split"]})
+                   "original": [e["original"]] + e.get("also_original", []), **tail})
+        qa.append({"id": f"qa-{n}", **base, "answers": [e["original"]] + e.get("also_original", []), **tail})
     return cf, qa
 
 
@@ -355,9 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
     try:
         check_spec(spec, arts)
-        counter = dict(original)
-        for e in spec:
-            counter[filename(e["title"])] = apply_edit(e, original[filename(e["title"])])
+        counter = apply_edits(spec, original)
         check_queries(spec, original, counter)
     except Invalid as exc:
         print(f"counterfactual_data: INVALID: {exc}", file=sys.stderr)
@@ -373,12 +419,16 @@ def main(argv: list[str] | None = None) -> int:
         write_jsonl(qdir / f"{stem}.jsonl", rows)
         for split in sorted(SPLITS):
             write_jsonl(qdir / f"{stem}_{split}.jsonl", [r for r in rows if r["split"] == split])
+            write_jsonl(qdir / f"{stem}_known_{split}.jsonl", [r for r in rows if r["split"] == split and r["known"]])
     types: dict[str, int] = {}
     for e in spec:
         types[e["type"]] = types.get(e["type"], 0) + 1
     splits = {s: sum(1 for e in spec if e["split"] == s) for s in sorted(SPLITS)}
-    print(f"{len(original)} documents ({len(arts)} articles), {len(spec)} edits {types}, splits {splits}")
-    print(f"wrote {dest / 'original'}, {dest / 'counterfactual'} and {qdir}/enwiki_{{counterfactual,qa}}[_dev|_test].jsonl")
+    known = {s: sum(1 for e in spec if e["split"] == s and e.get("known")) for s in sorted(SPLITS)}
+    print(f"{len(original)} documents ({len(arts)} articles, {len({e['title'] for e in spec})} edited), "
+          f"{len(spec)} edits {types}, splits {splits}, known {known}")
+    print(f"wrote {dest / 'original'}, {dest / 'counterfactual'} and "
+          f"{qdir}/enwiki_{{counterfactual,qa}}[_known][_dev|_test].jsonl")
     return 0
 
 
