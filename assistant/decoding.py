@@ -14,7 +14,7 @@ from typing import Callable, Collection, Iterator, Sequence
 
 import torch
 
-from .grounding import grounded_doc_logprobs
+from .grounding import grounded_doc_logprobs, grounded_mixture_logprobs
 from .lockstep import LockstepBatch
 from .marginals import rag_token_marginalize
 
@@ -40,6 +40,7 @@ class Contrast:
     alpha: float = 0.0
     adaptive: bool = False
     beta: float = 0.0
+    target: str = "chunk"  # "chunk": contrast each chunk's distribution, then mix; "mixture": mix, then contrast
 
     @property
     def active(self) -> bool:
@@ -65,6 +66,8 @@ def grounded_mixture(doc_logprior: torch.Tensor, contrast: Contrast) -> Combine:
 
     def combine(row_logprobs: torch.Tensor) -> torch.Tensor:
         docs, null = row_logprobs[:, :k], row_logprobs[:, k]  # (beams, k, V), (beams, V)
+        if contrast.target == "mixture":
+            return grounded_mixture_logprobs(docs, null, doc_logprior, contrast.alpha, contrast.adaptive, contrast.beta)
         docs = grounded_doc_logprobs(docs, null, contrast.alpha, contrast.adaptive, contrast.beta)  # (beams, k, V)
         return rag_token_marginalize(docs, doc_logprior)  # (beams, V)
 

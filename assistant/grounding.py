@@ -98,3 +98,30 @@ def grounded_doc_logprobs(
         return contrasted
     masked = contrasted.masked_fill(~plausible(doc_logprobs, beta), -math.inf)  # (..., k, V)
     return torch.log_softmax(masked, dim=-1)  # (..., k, V)
+
+
+def grounded_mixture_logprobs(
+    doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor, doc_logprior: torch.Tensor, alpha: float, adaptive: bool,
+    beta: float,
+) -> torch.Tensor:
+    """Context-aware decoding of the RAG-Token mixture as a whole: with p(y|x,Z) = Σ_z p(z|x) p(y|x,z,y_<i),
+    p̃(y | x, Z) ∝ p(y | x, Z)^(1+α) / p(y | x, ∅)^α, restricted to the tokens some chunk finds
+    plausible (β). Unlike the per-chunk contrast, a chunk that says nothing about the token (its
+    distribution is the null document's) cannot outvote the chunk that states it: the contrast sees
+    the raise that any retrieved chunk gives a token over the model's memory.
+
+    doc_logprobs: (..., k, V); null_logprobs: (..., V); doc_logprior: (k,).  Returns (..., V).
+    """
+    mix = torch.logsumexp(doc_logprobs + doc_logprior.unsqueeze(-1), dim=-2)  # (..., V)
+    if not adaptive and alpha == 0 and beta <= 0:
+        return mix
+    weight: torch.Tensor | float = alpha * jensen_shannon(mix, null_logprobs) if adaptive else alpha  # (...) or float
+    if isinstance(weight, torch.Tensor):
+        weight = weight.unsqueeze(-1)  # (..., 1) for the batched form of context_aware below
+        contrasted = torch.log_softmax((1 + weight) * mix - weight * null_logprobs.clamp(min=NULL_FLOOR), dim=-1)  # (..., V)
+    else:
+        contrasted = context_aware(mix.unsqueeze(-2), null_logprobs, weight).squeeze(-2)  # (..., V)
+    if beta <= 0:
+        return contrasted
+    eligible = plausible(doc_logprobs, beta).any(dim=-2)  # (..., V): plausible under some chunk
+    return torch.log_softmax(contrasted.masked_fill(~eligible, -math.inf), dim=-1)  # (..., V)

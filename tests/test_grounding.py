@@ -15,6 +15,7 @@ from assistant.grounding import (
     adaptive_context_weight,
     context_aware,
     grounded_doc_logprobs,
+    grounded_mixture_logprobs,
     jensen_shannon,
     plausible,
     pmi,
@@ -297,3 +298,34 @@ def test_lockstep_rows_are_independent_of_the_null_row(gen, hits):
     alone = LockstepBatch(gen.model, prompts, gen.pad_id).prefill()
     with_null = LockstepBatch(gen.model, prompts + null, gen.pad_id).prefill()
     assert torch.allclose(alone, with_null[:3], atol=1e-5)
+
+
+def test_contrasting_the_mixture_lets_the_one_chunk_that_states_a_fact_outvote_the_silent_ones():
+    """Vocabulary (Baku, Yerevan, other). Four chunks say nothing about the capital (their
+    distribution is the model's memory), one states Yerevan; prior 0.97 on the silent ones."""
+    memory = torch.log(torch.tensor([0.90, 0.0001, 0.0999]))
+    stating = torch.log(torch.tensor([0.10, 0.80, 0.10]))
+    docs = torch.stack([memory] * 4 + [stating])  # (k, V)
+    prior = torch.log(torch.tensor([0.2425] * 4 + [0.03]))
+    plain = torch.logsumexp(docs + prior[:, None], dim=0)
+    per_chunk = torch.logsumexp(grounded_doc_logprobs(docs, memory, 1.0, False, 0.1) + prior[:, None], dim=0)
+    whole = grounded_mixture_logprobs(docs, memory, prior, 1.0, False, 0.1)
+    assert int(plain.argmax()) == 0 and int(per_chunk.argmax()) == 0  # memory wins both
+    assert int(whole.argmax()) == 1  # the contrast of the mixture follows the document
+    # by hand: p̃ ∝ p_mix² / p_∅ over the tokens plausible under some chunk
+    mix = plain.exp()
+    raw = mix ** 2 / memory.exp()
+    assert whole.exp().tolist() == pytest.approx((raw / raw.sum()).tolist(), abs=1e-5)
+    assert torch.equal(grounded_mixture_logprobs(docs, memory, prior, 0.0, False, 0.0), plain)
+
+
+def test_the_mixture_contrast_in_rag_token(gen, hits):
+    config = cfg(context_weight=1.0, plausibility=0.1, context_contrast="mixture")
+    prompts, steps = grounded_steps(gen, hits, config)
+    prior = prior_of(hits, config)
+    ids = [s.token_id for s, _ in steps]
+    for i, (step, _) in enumerate(steps):
+        rows = torch.stack([logprobs_after(gen, p + ids[:i]) for p in prompts])  # (k + 1, V)
+        whole = grounded_mixture_logprobs(rows[:3], rows[3], prior, 1.0, False, 0.1)  # (V,)
+        assert int(whole.argmax()) == ids[i]
+        assert step.logprob == pytest.approx(float(whole[ids[i]]), abs=1e-3)

@@ -43,7 +43,7 @@ def stream_grounded(
 
 
 def contrast_of(config: AnswerConfig) -> Contrast:
-    return Contrast(config.context_weight, config.context_weight_adaptive, config.plausibility)
+    return Contrast(config.context_weight, config.context_weight_adaptive, config.plausibility, config.context_contrast)
 
 
 def _decode(
