@@ -169,7 +169,8 @@ def main() -> None:
                     Path(args.save).write_text(json.dumps(saved, default=list), encoding="utf-8")
         finally:
             kb.close()
-    publish(HEADING, markdown(results, variants, modes, args), args.write)
+    heading = HEADING + (", facts the model knows" if args.subset == "known" else "")
+    publish(heading, markdown(results, variants, modes, args), args.write)
 
 
 def markdown(results, variants, modes, args) -> str:
