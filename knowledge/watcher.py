@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 
 _KNOWN_EVENTS = frozenset({"created", "modified", "attrib", "deleted", "moved", "closed"})
+MAX_OPEN_WAIT = 30.0  # seconds a file held open by a writer waits for its close before it is read anyway
 _WATCHDOG_LOGGER = "watchdog.observers.inotify_c"  # logs "Inotify queue overflowed; filesystem events were lost"
 
 
@@ -56,8 +57,11 @@ class _DirtySet(FileSystemEventHandler):
         self.doc_ids: set[str] = set()
         self.prefixes: set[str] = set()
         self.everything = False
+        self.open_files: dict[str, tuple[int, float]] = {}  # doc id -> (opens not yet closed, first open)
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write", "closed") and not event.is_directory:
+            self._count_open(event)
         if event.event_type in ("opened", "closed_no_write") or (event.is_directory and event.event_type in ("modified", "attrib")):
             return
         if event.event_type not in _KNOWN_EVENTS:
@@ -76,18 +80,43 @@ class _DirtySet(FileSystemEventHandler):
             self.last_event = time.monotonic()
         self.wake.set()
 
+    def _count_open(self, event: FileSystemEvent) -> None:
+        """A file is ready when it is closed: count the opens of each file not closed yet (our own
+        reads open and close it too, with no write)."""
+        path = event.src_path if isinstance(event.src_path, str) else event.src_path.decode()
+        doc_id = self.source.doc_id_of(path)
+        if doc_id is None:
+            return
+        with self.lock:
+            count, since = self.open_files.get(doc_id, (0, time.monotonic()))
+            count += 1 if event.event_type == "opened" else -1
+            if count > 0:
+                self.open_files[doc_id] = (count, since)
+            else:
+                self.open_files.pop(doc_id, None)
+
+    def _held_open(self) -> set[str]:
+        """Dirty documents still open (for writing, as far as we know) and not open too long."""
+        now = time.monotonic()
+        return {d for d in self.doc_ids if d in self.open_files and now - self.open_files[d][1] < MAX_OPEN_WAIT}
+
     def mark_everything(self) -> None:
         with self.lock:
             self.everything = True
         self.wake.set()
 
     def take(self) -> Change | None:
+        """The dirty set as one Change, without the files still open for writing (they stay dirty,
+        and the loop keeps polling until they are closed)."""
         with self.lock:
-            if not (self.doc_ids or self.prefixes or self.everything):
+            held = self._held_open()
+            ready = self.doc_ids - held
+            if not (ready or self.prefixes or self.everything):
                 return None
-            change = Change(frozenset(self.doc_ids), frozenset(self.prefixes), self.everything)
-            self.doc_ids, self.prefixes, self.everything = set(), set(), False
-            self.wake.clear()
+            change = Change(frozenset(ready), frozenset(self.prefixes), self.everything)
+            self.doc_ids, self.prefixes, self.everything = held, set(), False
+            if not held:
+                self.wake.clear()
             return change
 
     def quiet_for(self) -> float:
@@ -167,6 +196,8 @@ def watch_folder(source: FolderSource, on_change: Callable[[Change], None], stop
                 time.sleep(debounce - quiet)
             change = dirty.take()
             if change is None:
+                if dirty.wake.is_set():  # only files still open for writing: look again shortly
+                    stop.wait(debounce)
                 continue
             try:
                 on_change(change)

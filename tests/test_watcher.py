@@ -116,8 +116,6 @@ def test_burst_of_writes_is_debounced_to_the_final_content(watching, folder):
     assert 1 <= len(versions) <= 2 and versions[-1] == "Version 29 mentions token29.", versions
 
 
-@pytest.mark.xfail(strict=True, reason="knowledge/watcher.py syncs a file that is still open for writing once the "
-                   "debounce has passed (it indexes 'Start of a slow write.' first); strict: remove this mark with the fix")
 def test_file_written_slowly_is_read_when_closed(watching, folder):
     path = folder / "slow.md"
     with open(path, "w") as fh:
