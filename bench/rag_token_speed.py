@@ -5,6 +5,9 @@
 The plain LM is k = 1 (one prompt, no mixture). Decode steps of all k alternate, so every k sees
 the same machine load and the ratio to the plain LM is stable even on a busy machine. The k
 document-conditioned prompts run in lockstep as one batch with a KV cache (assistant/lockstep.py).
+Two more rows at k = 5 add the null document (the closed-book prompt) as row k + 1, as the
+rag-token mode decodes: with the contrast off, and with the default ``[answer]`` contrast
+(context-aware decoding), each combining its rows exactly as the mode does.
 """
 
 from __future__ import annotations
@@ -18,25 +21,33 @@ from common import machine, write_section
 import torch
 
 from assistant.config import AnswerConfig, GeneratorConfig
+from assistant.decoding import Contrast, grounded_mixture, mixture
 from assistant.generator import Generator
 from assistant.lockstep import LockstepBatch
-from assistant.marginals import rag_token_marginalize
+from assistant.modes.mixture import contrast_of
 from assistant.prompts import messages
 
 FILLER = "The harbour of Quillhaven was rebuilt after the storm of 1921 and its brewery produced a dark ale. " * 12
 QUESTION = "Who founded the Zorblax Festival?"
 
 
-def start(generator: Generator, k: int, config: AnswerConfig) -> dict:
-    """Prefill k document-conditioned prompts as one batch; returns the decoding state."""
+def start(generator: Generator, k: int, config: AnswerConfig, contrast: Contrast | None = None) -> dict:
+    """Prefill k document-conditioned prompts (and, with a ``contrast``, the null prompt) as one
+    batch; returns the decoding state."""
     prompts = [generator.render(messages(config.system_prompt, [], QUESTION, f"Document {i}. " + FILLER[i * 7:]))
                for i in range(k)]
     prior = torch.full((k,), -torch.log(torch.tensor(float(k))))  # (k,) uniform log p(z|x)
+    if contrast is None:
+        combine, label = mixture(prior), "plain LM (k = 1)" if k == 1 else f"rag-token k = {k}"
+    else:
+        prompts.append(generator.render(messages(config.system_prompt, [], QUESTION, None)))
+        combine = grounded_mixture(prior, contrast)
+        label = f"rag-token k = {k} + null row" + (", contrast on (the defaults)" if contrast.active else "")
     batch = LockstepBatch(generator.model, prompts, generator.pad_id)
     t = time.perf_counter()
-    token = int(rag_token_marginalize(batch.prefill(), prior).argmax())
-    return {"k": k, "batch": batch, "prior": prior, "token": token, "ttft": time.perf_counter() - t, "steps": [],
-            "prompt_tokens": len(prompts[0])}
+    token = int(combine(batch.prefill().unsqueeze(0))[0].argmax())  # (1, R, V) -> (V,)
+    return {"k": k, "rows": len(prompts), "label": label, "batch": batch, "combine": combine, "token": token,
+            "ttft": time.perf_counter() - t, "steps": [], "prompt_tokens": len(prompts[0])}
 
 
 def main() -> None:
@@ -49,28 +60,32 @@ def main() -> None:
     generator = Generator.from_config(GeneratorConfig(threads=args.threads))
     config = AnswerConfig()
     states = [start(generator, int(k), config) for k in args.ks.split(",")]
+    states += [start(generator, 5, config, Contrast()), start(generator, 5, config, contrast_of(config))]
     for _ in range(args.steps):
         for s in states:
             t = time.perf_counter()
-            logprobs = s["batch"].step(torch.full((s["k"],), s["token"], dtype=torch.long))  # (k, V)
-            s["token"] = int(rag_token_marginalize(logprobs, s["prior"]).argmax())
+            logprobs = s["batch"].step(torch.full((s["rows"],), s["token"], dtype=torch.long))  # (R, V)
+            s["token"] = int(s["combine"](logprobs.unsqueeze(0))[0].argmax())  # (1, R, V) -> (V,)
             s["steps"].append(time.perf_counter() - t)
     rows, base = [], None
+    k5 = next((len(s["steps"]) / sum(s["steps"]) for s in states if s["label"] == "rag-token k = 5"), None)
     for s in states:
         rate = len(s["steps"]) / sum(s["steps"])
         base = base or rate
-        label = "plain LM (k = 1)" if s["k"] == 1 else f"rag-token k = {s['k']}"
-        rows.append(f"| {label} | {s['ttft']:.2f} | {rate:.1f} | {rate / base:.2f}× | {1000 * statistics.median(s['steps']):.0f} |")
+        vs_k5 = f"{rate / k5:.2f}×" if k5 and s["k"] == 5 else "–"
+        rows.append(f"| {s['label']} | {s['ttft']:.2f} | {rate:.1f} | {rate / base:.2f}× | {vs_k5} | "
+                    f"{1000 * statistics.median(s['steps']):.0f} |")
     table = "\n".join([
-        "| decoding | time to first token (s) | decode (tokens/s) | vs plain LM | median step (ms) |",
-        "| --- | ---: | ---: | ---: | ---: |", *rows])
+        "| decoding | time to first token (s) | decode (tokens/s) | vs plain LM | vs rag-token k = 5 | median step (ms) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |", *rows])
     print(table)
     if not args.no_write:
         write_section("## RAG-Token decoding speed", "\n".join([
             f"`.venv/bin/python bench/rag_token_speed.py --steps {args.steps} --ks {args.ks} --threads {args.threads}`; "
             f"{machine()}.", "",
             f"Packaged SmolLM2-135M, prompts of {states[0]['prompt_tokens']} tokens, greedy, {args.steps} steps; "
-            "steps of all k interleaved so every k sees the same load. Goal: k = 5 at least 0.6× the plain LM.", "",
+            "steps of all rows interleaved so every row sees the same load. Goals: k = 5 at least 0.6× the plain LM; "
+            "the null row (grounding) costs k = 5 at most 10% of its decode speed.", "",
             table, "",
             "HF `generate` under the same conditions (measured by hand once): 8.5 tokens/s at batch 1 and 4.5 at "
             "batch 5 (0.53×): the lockstep batch with its append-in-place KV cache is at least as fast.",
