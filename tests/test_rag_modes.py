@@ -30,8 +30,11 @@ def hits():
     return tinylm.OverlapRetriever(tinylm.make_chunks(TEXTS)).search(QUESTION, 3)
 
 
+PLAIN = {"context_weight": 0.0, "plausibility": 0.0, "context_contrast": "chunk"}  # the papers' math, no contrast with the null document
+
+
 def cfg(**kw):
-    return AnswerConfig(**{"k": 3, "max_new_tokens": 8, **kw})
+    return AnswerConfig(**{"k": 3, "max_new_tokens": 8, **PLAIN, **kw})
 
 
 def mode(name, gen, **kw):
