@@ -18,17 +18,10 @@ from fastapi.testclient import TestClient
 from ui.auth import FAILED_LOGIN_DELAY, Login
 from ui.server import create_app
 from ui.uploads import UPLOAD_TEMP_PREFIX
-from tests.ui_fixtures import make_service, running, wait_for
+from tests.ui_fixtures import make_service, running, service, wait_for  # noqa: F401 - service is a fixture
 
 USER, PASSWORD = "ada", "correct horse battery staple"
 QUESTION = "who discovered radium ?"
-
-
-@pytest.fixture
-def service(tmp_path: Path):
-    svc = make_service(tmp_path)
-    yield svc
-    svc.kb.close()
 
 
 @pytest.fixture

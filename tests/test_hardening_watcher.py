@@ -17,14 +17,7 @@ from knowledge.errors import DocumentError
 from knowledge.sources.base import Change
 from knowledge.sync import Syncer
 from ui.server import create_app
-from tests.ui_fixtures import make_service, wait_for, watching
-
-
-@pytest.fixture
-def service(tmp_path: Path):
-    svc = make_service(tmp_path)
-    yield svc
-    svc.kb.close()
+from tests.ui_fixtures import service, wait_for, watching  # noqa: F401 - service is a fixture
 
 
 @pytest.fixture

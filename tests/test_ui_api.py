@@ -13,16 +13,9 @@ from fastapi.testclient import TestClient
 from assistant.conversation import Turn
 from knowledge.registry import registered_names
 from ui.server import create_app
-from tests.ui_fixtures import make_service, running, wait_for, watching
+from tests.ui_fixtures import make_service, running, service, wait_for, watching  # noqa: F401 - service is a fixture
 
 QUESTION = "who discovered radium ?"
-
-
-@pytest.fixture
-def service(tmp_path: Path):
-    svc = make_service(tmp_path)
-    yield svc
-    svc.kb.close()
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 from typing import Iterator
 
 from assistant.config import AnswerConfig
@@ -75,3 +77,11 @@ def wait_for(predicate, timeout: float = 20.0, every: float = 0.1):
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
+
+
+@pytest.fixture
+def service(tmp_path: Path):
+    """A Service over a small knowledge base in tmp_path (closed afterwards): import it into a test module."""
+    svc = make_service(tmp_path)
+    yield svc
+    svc.kb.close()
