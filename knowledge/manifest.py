@@ -16,11 +16,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from typing import TYPE_CHECKING
 
-from .embedding import text_hash
 from .errors import IndexError_
 from .types import Chunk, Failure
+
+if TYPE_CHECKING:  # numpy and the embedding module load on first use: `footnotes status` needs neither
+    import numpy as np
 
 SCHEMA_VERSION = 1
 
@@ -224,6 +226,8 @@ class Manifest:
     # -- embedding cache ----------------------------------------------------------------------
     def cached_embeddings(self, model: str, hashes: Sequence[str], dim: int | None = None) -> dict[str, np.ndarray]:
         """The cached vectors of these text hashes (those of length ``dim`` only, when it is given)."""
+        import numpy as np
+
         out: dict[str, np.ndarray] = {}
         with self._use():
             for lo in range(0, len(hashes), 500):
@@ -239,6 +243,8 @@ class Manifest:
         return out
 
     def cache_embeddings(self, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
+        import numpy as np
+
         with self._use(), self._transaction():
             self._db.executemany(
                 "INSERT OR REPLACE INTO embedding_cache (model, text_hash, vector) VALUES (?, ?, ?)",
@@ -308,6 +314,8 @@ class _Transaction:
 
 def _index_text_hash(doc_id: str, heading_path: str, text: str) -> str:
     """The embedding-cache key of a chunk row: the hash of what both indexes see (``Chunk.index_text``)."""
+    from .embedding import text_hash
+
     return text_hash(Chunk("", doc_id, 0, 0, text, tuple(json.loads(heading_path))).index_text)
 
 

@@ -30,32 +30,12 @@ from .dense import DenseIndex
 from .embedding import Embedder, text_hash
 from .errors import IndexError_
 from .manifest import Manifest
+from .status import MANIFEST_FILE, Status, embedder_mismatch, embedding_signature, no_knowledge_base
 from .progress import NoProgress, Progress
-from .types import INDEX_TEXT_VERSION, Chunk, Failure
+from .types import Chunk
 
 log = logging.getLogger(__name__)
 _PROBE_MIN_SIMILARITY = 0.99  # a chunk's stored vector against its cached one: equal up to float error
-MANIFEST_FILE = "manifest.sqlite3"
-
-
-@dataclass(frozen=True)
-class Status:
-    documents: int
-    chunks_manifest: int
-    chunks_chroma: int
-    chunks_bm25: int
-    failed: tuple[Failure, ...]
-    last_sync: str | None
-    warnings: tuple[str, ...] = ()  # sources that cannot be read now (a missing knowledge folder), with the fix
-
-    def to_json(self) -> dict:
-        return {
-            "warnings": list(self.warnings),
-            "documents": self.documents,
-            "chunks": {"manifest": self.chunks_manifest, "chroma": self.chunks_chroma, "bm25": self.chunks_bm25},
-            "failed": [{"source": f.doc_id, "error": f.error} for f in self.failed],
-            "last_sync": self.last_sync,
-        }
 
 
 class KnowledgeStore:
@@ -69,8 +49,7 @@ class KnowledgeStore:
         self.config = config
         self.data_dir = Path(data_dir)
         if not write and not (self.data_dir / MANIFEST_FILE).is_file():  # a reader creates nothing
-            raise IndexError_(f"there is no knowledge base in {self.data_dir}; run `footnotes ingest DIR` to build "
-                              "one from a folder, or pass the --data-dir it was built in")
+            raise no_knowledge_base(self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._writer_lock = take_writer_lock(self.data_dir) if write else None
         self.embedder = embedder
@@ -222,17 +201,14 @@ class KnowledgeStore:
     def _check_embedder(self, write: bool) -> None:
         """Indexes built with another embedding model (or dtype, or index text) are dropped by a writer
         and re-embedded; a reader is told, instead of searching vectors of another model."""
-        signature = f"{self.embedder.name}|index-text-v{INDEX_TEXT_VERSION}"
+        signature = embedding_signature(self.embedder.name)
         stored = self.manifest.get_meta("embedding_model")
         if stored == signature:
             return
         if not write:
-            if stored is not None:
-                raise IndexError_(
-                    f"the indexes in {self.data_dir} were built with {stored.split('|')[0]}, the config asks for "
-                    f"{self.embedder.name}; run `footnotes reindex` (or restart `footnotes watch`/`serve`) to "
-                    "re-embed, or set embedding.model and embedding.dtype back"
-                )
+            mismatch = embedder_mismatch(stored, signature, self.data_dir)
+            if mismatch is not None:
+                raise mismatch
             return
         if self.dense.count():
             self.dense.reset()

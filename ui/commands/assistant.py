@@ -7,10 +7,12 @@ import json
 import os
 import sys
 from dataclasses import replace
-
-from knowledge.kb import KnowledgeBase
+from typing import TYPE_CHECKING
 
 from .evaluation import open_corpus
+
+if TYPE_CHECKING:  # imported where used: `footnotes status` (same parser) needs none of it
+    from knowledge.kb import KnowledgeBase
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,6 +61,8 @@ def build_engine(ctx, kb: KnowledgeBase, mode: str | None = None):
 
 
 def _open_reader(ctx) -> KnowledgeBase:
+    from knowledge.kb import KnowledgeBase
+
     return KnowledgeBase.open(ctx.config.knowledge, ctx.data_dir, write=False)
 
 

@@ -8,11 +8,13 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from knowledge.kb import KnowledgeBase
 from knowledge.progress import TqdmProgress
-from knowledge.retrieval import Filters
-from knowledge.types import SyncReport
+
+if TYPE_CHECKING:  # imported where used: `footnotes status` reads files and needs none of it
+    from knowledge.kb import KnowledgeBase
+    from knowledge.types import SyncReport
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def open_kb(ctx, folder: str | None = None, write: bool = True) -> KnowledgeBase:
+    from knowledge.kb import KnowledgeBase
+
     progress = TqdmProgress()
     try:
         return KnowledgeBase.open(ctx.config.knowledge, ctx.data_dir, folder=folder, write=write, progress=progress)
@@ -108,6 +112,8 @@ def cmd_watch(args, ctx) -> int:
 
 
 def cmd_search(args, ctx) -> int:
+    from knowledge.retrieval import Filters
+
     kb = open_kb(ctx, write=False)
     try:
         filters = Filters(args.prefix, tuple(t if t.startswith(".") else f".{t}" for t in args.type))
@@ -125,11 +131,14 @@ def cmd_search(args, ctx) -> int:
 
 
 def cmd_status(args, ctx) -> int:
-    kb = open_kb(ctx, write=False)
-    try:
-        status = kb.store.status()
-    finally:
-        kb.close()
+    """Read from the manifest and the index files: no model, no torch, no Chroma client (see
+    knowledge/status.py)."""
+    from knowledge.embedding import SentenceTransformerEmbedder
+    from knowledge.status import embedding_signature, read_status
+
+    knowledge = ctx.config.knowledge
+    signature = embedding_signature(SentenceTransformerEmbedder(knowledge.embedding).name)  # loads nothing
+    status = read_status(knowledge, ctx.data_dir, signature)
     if args.json:
         print(json.dumps(status.to_json()))
         return 0
