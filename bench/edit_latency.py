@@ -9,7 +9,7 @@ of a data dir that already indexes that folder with the same settings (e.g. one 
 (`KnowledgeBase.watch` in threads, as `footnotes watch` does) and, ``--edits`` times, one file gets a
 sentence with a unique word appended; the clock runs from the write until `retriever.search` (hybrid,
 top 5, polled every 20 ms from the main thread) returns a chunk containing that sentence. The
-debounce (``watcher.debounce_seconds``) is included. Also reported: when the sync itself finished.
+debounce (``[sources.folder] debounce_seconds``) is included. Also reported: when the sync itself finished.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 from common import DATA, Timer, copy_corpus, machine, publish, require, select_files
 
 from knowledge.config import KnowledgeConfig
+from knowledge.sources.folder import FolderSource
 from knowledge.kb import KnowledgeBase
 from knowledge.retrieval import Filters
 
@@ -85,6 +86,7 @@ def main() -> None:
     args = ap.parse_args()
 
     config = KnowledgeConfig()
+    debounce = FolderSource.Settings().debounce_seconds  # [sources.folder] debounce_seconds, the default
     src = require(args.corpus).resolve()
     files = select_files(src, args.limit_files)
     with tempfile.TemporaryDirectory(prefix="footnotes-edit-") as tmp:
@@ -127,7 +129,7 @@ def main() -> None:
         f"{' --seed-data-dir DIR' if args.seed_data_dir else ''} --edits {args.edits}`; {machine()}.\n\n"
         f"{len(files)} files of the Python 3.11 docs, **{status.chunks_manifest:,} chunks** (≤"
         f"{config.chunking.size_tokens} tokens), embedding {config.embedding.dtype}, debounce "
-        f"{config.watcher.debounce_seconds} s. The real watcher (`KnowledgeBase.watch`, watchdog inotify) runs in "
+        f"{debounce} s. The real watcher (`KnowledgeBase.watch`, watchdog inotify) runs in "
         f"threads; each edit appends a sentence with a unique word to a random file, and the clock stops when "
         f"hybrid `retriever.search` restricted to that file (top 5, polled every {POLL * 1000:.0f} ms) returns "
         f"it: this measures freshness, not ranking; whether unfiltered hybrid search also had the edit in its top 5 "
@@ -140,9 +142,9 @@ def main() -> None:
         f"- Baseline: a full sync of the folder started right after the write (what `footnotes ingest` does, and "
         f"what a tool without a watcher does on its next scan, whenever that comes; unchanged files are skipped by "
         f"mtime and size, so it is a lower bound): {statistics.median(full) * 1000:.0f} ms at p50. The watcher's own "
-        f"work after its {config.watcher.debounce_seconds} s debounce: "
-        f"{(p50 - config.watcher.debounce_seconds) * 1000:.0f} ms at p50, "
-        f"{statistics.median(full) / max(p50 - config.watcher.debounce_seconds, 1e-3):.1f}× less (it reads only the "
+        f"work after its {debounce} s debounce: "
+        f"{(p50 - debounce) * 1000:.0f} ms at p50, "
+        f"{statistics.median(full) / max(p50 - debounce, 1e-3):.1f}× less (it reads only the "
         f"changed file).\n"
         f"- Unfiltered hybrid top 5 also returned the edited text in {sum(top5)} of {len(top5)} edits (a miss: the probe "
         f"sentence lands at the end of a long chunk, whose dense score stays low, and the weighted min-max fusion lets "

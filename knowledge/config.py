@@ -7,6 +7,7 @@ unknown keys are rejected with the key and the file named.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import types
 import typing
@@ -17,18 +18,73 @@ from typing import Any, TypeVar
 from .errors import ConfigError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class SourcesConfig:
+    """``[sources]``: what every source shares. Each kind reads its own table, ``[sources.<kind>]``, into the
+    settings dataclass it declares (``Source.Settings``); ``settings_for`` hands a source its table."""
+
     kinds: tuple[str, ...] = ("folder", "web")  # source kinds to use (entry points in footnotes.sources)
-    folder: str = ""  # the knowledge folder; "" = the one given on the command line or ingested last
-    urls: tuple[str, ...] = ()  # web pages to index (the `web` source); empty = none
-    web_refresh_seconds: float = 3600.0  # how often the web source re-checks its URLs
-    web_timeout_seconds: float = 20.0  # HTTP timeout of one fetch
     max_file_bytes: int = 50_000_000  # documents larger than this are refused with a clear error
-    ignore: tuple[str, ...] = ()  # extra glob patterns (relative paths) the folder source skips
-    rescan_seconds: float = 300.0  # full rescan of the folder while watching: a safety net for lost events
+    tables: tuple[tuple[str, Any], ...] = field(default=(), metadata={"tables": True})  # (kind, its parsed settings), only where they differ from the defaults
+
+    def settings_for(self, source: Any) -> Any:
+        """The settings of a source class (its ``[sources.<kind>]`` table, else its defaults)."""
+        return next((s for kind, s in self.tables if kind == source.kind), None) or source.Settings()
+
+    @classmethod
+    def from_table(cls, table: dict, where: str, file: str) -> SourcesConfig:
+        """Parse ``[sources]``: shared keys, one sub-table per source kind (parsed by that kind's settings
+        class, so a plugin's table is checked like a built-in's), and the keys of the old flat layout,
+        read from their old place with a warning that says where each moved."""
+        from .registry import SOURCES_GROUP, load_plugin, registered_names
+
+        table = _moved_keys(dict(table), file)
+        shared = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        tables = []
+        for kind, sub in ((k, v) for k, v in table.items() if isinstance(v, dict)):
+            if kind not in registered_names(SOURCES_GROUP):
+                raise ConfigError(f"{file}: [{where}.{kind}] names no source kind; registered source kinds: "
+                                  f"{', '.join(registered_names(SOURCES_GROUP))}")
+            settings_cls = load_plugin(SOURCES_GROUP, kind, "source").Settings
+            settings = parse_section(settings_cls, sub, f"{where}.{kind}", file)
+            if settings != settings_cls():
+                tables.append((kind, settings))
+        base = parse_section(cls, shared, where, file, tables=False)
+        return dataclasses.replace(base, tables=tuple(tables))
+
+
+# The flat layout before each source kind had its own table: old key -> (kind, key in [sources.<kind>]).
+MOVED_SOURCE_KEYS = {
+    "folder": ("folder", "path"),
+    "ignore": ("folder", "ignore"),
+    "rescan_seconds": ("folder", "rescan_seconds"),
+    "urls": ("web", "urls"),
+    "web_refresh_seconds": ("web", "refresh_seconds"),
+    "web_timeout_seconds": ("web", "timeout_seconds"),
+}
+MOVED_SECTIONS = {"watcher": {"debounce_seconds": ("folder", "debounce_seconds")}}  # [watcher] key -> [sources.<kind>]
+
+
+def _moved_keys(table: dict, file: str) -> dict:
+    """``[sources]`` with the old flat keys moved into their kind's table (a warning names each move)."""
+    for old, (kind, key) in MOVED_SOURCE_KEYS.items():
+        if old in table and not isinstance(table[old], dict):
+            move_key(table, table.pop(old), f"sources.{old}", kind, key, file)
+    return table
+
+
+def move_key(sources: dict, value: Any, old: str, kind: str, key: str, file: str) -> None:
+    """Put an old-layout ``value`` into ``sources[kind][key]``, warning once; both places set is an error."""
+    sub = sources.setdefault(kind, {})
+    if not isinstance(sub, dict) or key in sub:
+        raise ConfigError(f"{file}: '{old}' has moved to '{key}' in [sources.{kind}], which sets it too; "
+                          f"remove '{old}'")
+    sub[key] = value
+    log.warning("%s: '%s' has moved to '%s' in [sources.%s]; read from the old place this time, move it there",
+                file, old, key, kind)
 
 
 @dataclass(frozen=True)
@@ -64,18 +120,12 @@ class RetrievalConfig:
 
 
 @dataclass(frozen=True)
-class WatcherConfig:
-    debounce_seconds: float = 0.4  # quiet time after the last file event before a sync runs
-
-
-@dataclass(frozen=True)
 class KnowledgeConfig:
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
-    watcher: WatcherConfig = field(default_factory=WatcherConfig)
 
     def __post_init__(self) -> None:
         c = self.chunking
@@ -92,14 +142,38 @@ class KnowledgeConfig:
             raise ConfigError("retrieval.dense_weight must be between 0 and 1")
 
 
-def parse_section(cls: type[T], table: Any, where: str, file: str) -> T:
+def parse_knowledge(table: dict, file: str) -> KnowledgeConfig:
+    """The knowledge side of a config file (its sections, and the old ``[watcher]`` section, whose key
+    moved into ``[sources.folder]``)."""
+    table = dict(table)
+    if isinstance(table.get("sources"), dict):
+        table["sources"] = _moved_keys(dict(table["sources"]), file)
+    for section, moves in MOVED_SECTIONS.items():
+        old = table.pop(section, None)
+        if old is None:
+            continue
+        if not isinstance(old, dict):
+            raise ConfigError(f"{file}: [{section}] must be a table, got {type(old).__name__}")
+        sources = table.setdefault("sources", {})
+        for key, value in old.items():
+            if key not in moves:
+                raise ConfigError(f"{file}: unknown key '{section}.{key}'; [{section}] is gone, its "
+                                  f"{', '.join(moves)} moved to [sources.{moves[next(iter(moves))][0]}]")
+            move_key(sources, value, f"{section}.{key}", *moves[key], file)
+    return parse_section(KnowledgeConfig, table, "", file)
+
+
+def parse_section(cls: type[T], table: Any, where: str, file: str, tables: bool = True) -> T:
     """Build the frozen dataclass ``cls`` from a TOML table, rejecting unknown keys and wrong types.
 
-    ``where`` is the dotted section name, ``file`` the config file, both for the error message.
+    ``where`` is the dotted section name, ``file`` the config file, both for the error message. A class
+    with a ``from_table`` classmethod parses its own table (``tables=False``: this one call skips it).
     """
     if not isinstance(table, dict):
         raise ConfigError(f"{file}: [{where}] must be a table, got {type(table).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if tables and hasattr(cls, "from_table"):
+        return cls.from_table(table, where, file)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("tables")}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(table) - set(fields))
     if unknown:

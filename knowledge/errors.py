@@ -20,6 +20,12 @@ class DocumentError(FootnotesError):
     """One document could not be read or loaded; recorded against that document, others go on."""
 
 
+class DocumentNotFound(DocumentError):
+    """A document id that the index and its source do not hold (the HTTP API answers 404)."""
+
+    status = 404
+
+
 class IndexError_(FootnotesError):
     """An index (manifest, Chroma, BM25) is missing, corrupt or out of step and cannot be used as is."""
 

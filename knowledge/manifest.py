@@ -107,6 +107,14 @@ class Manifest:
         with self._use():
             self._db.close()
 
+    def check(self) -> None:
+        """IndexError_ (what to run) unless every page of the database is whole (SQLite's quick_check:
+        a count alone would not read a damaged page)."""
+        with self._use():
+            problems = [r[0] for r in self._db.execute("PRAGMA quick_check(1)")]
+        if problems != ["ok"]:
+            raise IndexError_(_explain(self.path, sqlite3.DatabaseError("damaged: " + " ".join(str(problems[0]).split()).replace("*** in database main *** ", ""))))
+
     # -- meta ---------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         with self._use():

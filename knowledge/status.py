@@ -84,6 +84,7 @@ def read_status(config: KnowledgeConfig, data_dir: Path, embedding_signature: st
         raise no_knowledge_base(data_dir)
     manifest = Manifest(data_dir / MANIFEST_FILE)
     try:
+        manifest.check()
         mismatch = embedder_mismatch(manifest.get_meta("embedding_model"), embedding_signature, data_dir)
         if mismatch is not None:
             raise mismatch

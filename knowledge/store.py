@@ -14,12 +14,12 @@ naming the index; the indexes as they were stay usable and the next sync reconci
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from .errors import IndexError_
 from .manifest import Manifest
 from .status import MANIFEST_FILE, Status, embedder_mismatch, embedding_signature, no_knowledge_base
 from .progress import NoProgress, Progress
-from .types import Chunk
+from .types import Chunk, Reconciled
 
 log = logging.getLogger(__name__)
 _PROBE_MIN_SIMILARITY = 0.99  # a chunk's stored vector against its cached one: equal up to float error
@@ -156,7 +156,7 @@ class KnowledgeStore:
             raise
 
     # -- consistency --------------------------------------------------------------------------
-    def reconcile(self, progress: Progress | None = None, write: bool = True) -> dict[str, int]:
+    def reconcile(self, progress: Progress | None = None, write: bool = True) -> Reconciled:
         """Bring Chroma and BM25 in step with the manifest; returns what was fixed.
 
         With ``write=False`` (a read-only process beside a running watcher) only the in-memory BM25
@@ -170,14 +170,14 @@ class KnowledgeStore:
             with self.lock:
                 self.bm25.remove_many(list(extra))
                 self.bm25.add_many((c.chunk_id, c.index_text) for c in self.manifest.chunks(missing).values())
-            fixed = {"bm25_added": len(missing), "bm25_removed": len(extra), "dense_added": 0, "dense_removed": 0}
+            fixed = Reconciled(bm25_added=len(missing), bm25_removed=len(extra))
             if write:
-                fixed.update(self._fix_dense(truth, progress))
+                fixed = dataclasses.replace(fixed, **self._fix_dense(truth, progress))
                 if not self._dense_vectors_are_ours():
                     log.warning("the Chroma store in %s holds vectors that are not %s's; re-adding them from "
                                 "the embedding cache", self.data_dir, self.embedder.name)
                     self.dense.reset()
-                    fixed.update(self._fix_dense(truth, progress))
+                    fixed = dataclasses.replace(fixed, **self._fix_dense(truth, progress))
                 if extra or missing:
                     self.save()
                 self.manifest.prune_embedding_cache_fully()  # what a crash or an older version left behind
@@ -188,7 +188,8 @@ class KnowledgeStore:
             return fixed
 
     def _fix_dense(self, truth: set[str], progress: Progress | None) -> dict[str, int]:
-        """Delete Chroma's orphans and add the manifest's chunks it lacks (vectors from the cache)."""
+        """Delete Chroma's orphans and add the manifest's chunks it lacks (vectors from the cache);
+        returns the ``Reconciled`` fields it sets."""
         in_dense = self.dense.ids()
         extra, missing = in_dense - truth, truth - in_dense
         self.dense.delete(list(extra))

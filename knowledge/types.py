@@ -123,3 +123,21 @@ class SyncReport:
     @property
     def changed(self) -> bool:
         return bool(self.added or self.updated or self.removed)
+
+    def to_json(self) -> dict:
+        """The report as `footnotes ingest --json` prints it."""
+        return {
+            "added": list(self.added), "updated": list(self.updated), "removed": list(self.removed),
+            "unchanged": self.unchanged, "failed": [{"source": f.doc_id, "error": f.error} for f in self.failed],
+            "chunks_embedded": self.chunks_embedded, "chunks_reused": self.chunks_reused,
+        }
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What ``KnowledgeStore.reconcile`` repaired: chunks added to and removed from each index."""
+
+    bm25_added: int = 0
+    bm25_removed: int = 0
+    dense_added: int = 0
+    dense_removed: int = 0

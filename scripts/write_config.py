@@ -22,7 +22,7 @@ def section(name, obj):
     out.append(f"[{name}]")
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
-        if dataclasses.is_dataclass(v): continue
+        if dataclasses.is_dataclass(v) or f.metadata.get("tables"): continue
         out.append(f"{f.name} = {fmt(v)}" + (f"  # {cs[f.name]}" if f.name in cs else ""))
     out.append("")
 cfg = FootnotesConfig()
@@ -31,7 +31,13 @@ for top in dataclasses.fields(cfg):
     if not dataclasses.is_dataclass(v): continue
     subs = [f for f in dataclasses.fields(v) if dataclasses.is_dataclass(getattr(v, f.name))]
     if subs:
-        for f in subs: section(f.name, getattr(v, f.name))
+        for f in subs:
+            section(f.name, getattr(v, f.name))
+            if f.name == "sources":  # one table per registered source kind: [sources.<kind>], from its Settings
+                from knowledge.registry import SOURCES_GROUP, load_plugin, registered_names
+                for kind in registered_names(SOURCES_GROUP):
+                    settings = load_plugin(SOURCES_GROUP, kind).Settings()
+                    if dataclasses.fields(settings): section(f"sources.{kind}", settings)
     else:
         section(top.name, v)
 text = "\n".join(out)

@@ -35,14 +35,20 @@ def tests_index_config() -> IndexConfig:
     return IndexConfig(chroma="http", chroma_host=url.hostname or "127.0.0.1", chroma_port=url.port or 8000)
 
 
-def small_config(**sources) -> KnowledgeConfig:
-    """Knowledge settings for unit tests: small chunks, no web source."""
+def small_config(max_file_bytes: int | None = None, **folder) -> KnowledgeConfig:
+    """Knowledge settings for unit tests: small chunks, no web source; ``folder``: [sources.folder] settings."""
+    from knowledge.sources.folder import FolderSettings
+
     base = KnowledgeConfig()
+    sources = dataclasses.replace(base.sources, kinds=("folder",),
+                                  tables=(("folder", FolderSettings(**folder)),) if folder else ())
+    if max_file_bytes is not None:
+        sources = dataclasses.replace(sources, max_file_bytes=max_file_bytes)
     return dataclasses.replace(
         base,
         chunking=ChunkingConfig(size_tokens=40, overlap_tokens=5),
         index=tests_index_config(),
-        sources=dataclasses.replace(base.sources, kinds=("folder",), **sources),
+        sources=sources,
     )
 
 

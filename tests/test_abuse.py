@@ -165,7 +165,7 @@ def test_hostile_html_is_read_in_linear_time(markup: str) -> None:
 def test_binary_with_a_text_extension_is_refused_with_the_fix(name: str, data: bytes, why: str) -> None:
     with pytest.raises(DocumentError, match=why) as refused:
         load(name, data)
-    assert "remove it or add it to sources.ignore" in str(refused.value)
+    assert "remove it or add it to sources.folder.ignore" in str(refused.value)
 
 
 def test_invalid_utf8_is_decoded_as_a_legacy_encoding_or_refused() -> None:

@@ -101,7 +101,7 @@ def test_utf16_with_bom(tmp_path, codec):
 
 def test_binary_with_text_extension_is_refused(tmp_path):
     path = write(tmp_path, "image.txt", bytes(range(256)) * 20)
-    with pytest.raises(DocumentError, match="image.txt looks like binary data, not text.*NUL.*sources.ignore"):
+    with pytest.raises(DocumentError, match="image.txt looks like binary data, not text.*NUL.*sources.folder.ignore"):
         load(path)
 
 

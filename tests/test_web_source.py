@@ -181,9 +181,9 @@ def test_failing_urls_do_not_stop_the_others(site):
     assert list(stamps) == [missing, refused, ok]
     assert stamps[missing] == "error:HTTP 404" and stamps[refused] == "error:connection refused"
     assert source.fetch(ok).data == b"fine"
-    with pytest.raises(DocumentError, match=r"/missing.*HTTP 404.*sources\.urls"):
+    with pytest.raises(DocumentError, match=r"/missing.*HTTP 404.*sources\.web\.urls"):
         source.fetch(missing)
-    with pytest.raises(DocumentError, match=r"/gone.*connection refused.*sources\.urls"):
+    with pytest.raises(DocumentError, match=r"/gone.*connection refused.*sources\.web\.urls"):
         source.fetch(refused)
 
 
@@ -191,7 +191,7 @@ def test_timeout_is_an_error_naming_the_setting(site):
     url = site.base + "/slow"
     source = WebSource([url], timeout=0.3)
     assert _stamps(source)[url] == "error:timed out"
-    with pytest.raises(DocumentError, match="web_timeout_seconds"):
+    with pytest.raises(DocumentError, match=r"sources\.web\.timeout_seconds"):
         source.fetch(url)
 
 
@@ -249,7 +249,7 @@ def test_redirects_are_followed_only_to_http(site):
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.org/x", "example.org/page", "http://"])
 def test_bad_scheme_is_a_config_error(url):
-    with pytest.raises(ConfigError, match=r"sources\.urls.*http://"):
+    with pytest.raises(ConfigError, match=r"sources\.web\.urls.*http://"):
         WebSource([url])
 
 

@@ -289,7 +289,7 @@ def build_blocks(service: Service):
             return warnings + render.documents_html([d.to_json() for d in service.documents()], summary)
 
         def doc_choices():
-            return gr.update(choices=[d.doc_id for d in service.documents() if d.source == "folder"], value=None)
+            return gr.update(choices=[d.doc_id for d in service.documents() if d.deletable], value=None)
 
         def on_upload(paths: list[str] | None):
             messages = []

@@ -1,27 +1,22 @@
 """What the knowledge page and ``GET /v1/documents`` show: every document with its state, and the
-indexed text of one document for the source viewer; deleting a document from the folder."""
+indexed text of one document for the source viewer; deleting a document from its (writable) source."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from knowledge.errors import DocumentError
+from knowledge.errors import DocumentError, DocumentNotFound, UnknownNameError
 from knowledge.kb import KnowledgeBase
-from knowledge.sources.base import Change
-from knowledge.sources.folder import FolderSource, is_candidate
+from knowledge.registry import SOURCES_GROUP, load_plugin
+from knowledge.sources.base import Change, WritableSource
 from knowledge.sync import Syncer
 from knowledge.types import Chunk, SyncReport
 
-PENDING = "pending"  # in the folder, not (or not yet in this version) in the indexes
-
-
-class DocumentNotFound(DocumentError):
-    status = 404
+__all__ = ["DocumentInfo", "DocumentNotFound", "delete_document", "document_text", "indexed_text", "list_documents"]
+PENDING = "pending"  # in a source, not (or not yet in this version) in the indexes
 
 
 @dataclass(frozen=True)
@@ -32,6 +27,7 @@ class DocumentInfo:
     chunks: int
     error: str = ""
     updated_at: str | None = None  # ISO time of the last index change, UTC
+    deletable: bool = False  # its source is writable: the page offers to delete it (not in the JSON)
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.doc_id, "kind": self.source, "status": self.status, "chunks": self.chunks,
@@ -39,22 +35,25 @@ class DocumentInfo:
 
 
 def list_documents(kb: KnowledgeBase) -> list[DocumentInfo]:
-    """Every document the manifest knows, plus the folder's files it has not indexed yet, by id."""
+    """Every document the manifest knows, plus what the sources that list locally hold and have not
+    indexed yet, by id."""
     manifest = kb.store.manifest
     records = {r.doc_id: r for r in manifest.documents()}
+    writable = {s.kind for s in kb.writable_sources()}
     out: dict[str, DocumentInfo] = {}
     for r in records.values():
         when = dt.datetime.fromtimestamp(r.updated_at, dt.timezone.utc).isoformat(timespec="seconds")
-        out[r.doc_id] = DocumentInfo(r.doc_id, r.source, r.status, len(manifest.chunk_ids_of(r.doc_id)), r.error, when)
-    folder = kb.source("folder")
-    if folder is not None:
-        for ref in folder.documents():
+        out[r.doc_id] = DocumentInfo(r.doc_id, r.source, r.status, len(manifest.chunk_ids_of(r.doc_id)), r.error, when,
+                                     r.source in writable)
+    for source in (s for s in kb.sources if s.lists_locally):
+        for ref in source.documents():
             known = records.get(ref.doc_id)
             if known is None:
-                out[ref.doc_id] = DocumentInfo(ref.doc_id, "folder", PENDING, 0)
+                out[ref.doc_id] = DocumentInfo(ref.doc_id, source.kind, PENDING, 0, deletable=source.kind in writable)
             elif known.stamp != ref.stamp:
-                out[ref.doc_id] = DocumentInfo(ref.doc_id, "folder", PENDING, out[ref.doc_id].chunks,
-                                               "changed on disk; being re-indexed", out[ref.doc_id].updated_at)
+                out[ref.doc_id] = DocumentInfo(ref.doc_id, source.kind, PENDING, out[ref.doc_id].chunks,
+                                               "changed on disk; being re-indexed", out[ref.doc_id].updated_at,
+                                               source.kind in writable)
     return [out[k] for k in sorted(out)]
 
 
@@ -85,45 +84,34 @@ def document_text(kb: KnowledgeBase, doc_id: str) -> str:
 
 
 def delete_document(kb: KnowledgeBase, doc_id: str) -> SyncReport:
-    """Remove a document's file from the knowledge folder and its chunks from both indexes now
-    (the watcher would do the same a moment later).
-
-    Only a document the index lists is removed: a supported, not ignored file of the folder that the
-    manifest holds (indexed or failed) or that waits to be indexed. Anything else in the folder (hidden
-    files, ``.git``, images, partial downloads, folders, links out of the folder) is DocumentNotFound
-    and stays where it is.
-    """
-    folder = kb.source("folder")
+    """Remove a document from its writable source and its chunks from both indexes now (the source's
+    watcher would do the same a moment later). The source decides what is one of its documents
+    (``WritableSource.delete``); a document of another source is refused with where to remove it."""
     record = kb.store.manifest.document(doc_id)
-    if record is not None and record.source != "folder":
-        raise DocumentError(f"{doc_id} comes from the {record.source} source; remove it from that source's "
-                            "settings in config.toml (e.g. sources.urls) instead")
-    if folder is None:
+    source = _owner(kb, doc_id, record.source if record is not None else None)
+    source.delete(doc_id, listed=record is not None)
+    return Syncer(kb.store, source).sync(Change(frozenset({doc_id})))
+
+
+def _owner(kb: KnowledgeBase, doc_id: str, kind: str | None) -> WritableSource:
+    """The writable source a document belongs to: the one of the kind the manifest names, else (a
+    document not indexed yet) the first writable source that lists it, else the first writable source
+    (which then says that it is not one of its documents)."""
+    if kind is not None and not _writable_kind(kind):
+        raise DocumentError(f"{doc_id} comes from the {kind} source; remove it from that source's settings "
+                            f"([sources.{kind}] in config.toml) instead")
+    writable = kb.writable_sources()
+    if kind is not None:
+        owner = next((s for s in writable if s.kind == kind), None)
+    else:
+        owner = next((s for s in writable if s.ref(doc_id) is not None), writable[0] if writable else None)
+    if owner is None:
         raise DocumentError("no knowledge folder is open; start `footnotes serve --knowledge DIR`")
-    path = _deletable_path(folder, doc_id, listed=record is not None)
+    return owner
+
+
+def _writable_kind(kind: str) -> bool:
     try:
-        if path is not None:
-            path.unlink(missing_ok=True)
-    except OSError as exc:
-        raise DocumentError(f"{doc_id} could not be deleted ({exc.strerror or exc}); check the folder's "
-                            "permissions") from None
-    return Syncer(kb.store, folder).sync(Change(frozenset({doc_id})))
-
-
-def _deletable_path(folder: FolderSource, doc_id: str, listed: bool) -> Path | None:
-    """The folder entry to unlink for ``doc_id`` (None: the manifest lists it but its file is gone);
-    DocumentNotFound for anything that is not a document of the folder."""
-    not_found = DocumentNotFound(f"{doc_id!r} is not a document of the knowledge folder {folder.root} (only "
-                                 "indexed, failed or pending documents can be deleted); refresh the document list")
-    if not is_candidate(doc_id, folder.ignore):
-        raise not_found
-    path = Path(os.path.abspath(folder.root / doc_id))  # the entry itself: a symlink is removed, not its target
-    if folder.doc_id_of(path) != doc_id:
-        raise not_found
-    if folder.ref(doc_id) is not None:  # a regular file inside the folder (a link is followed inside only)
-        return path
-    if listed and not (path.exists() or path.is_symlink()):
-        return None
-    if listed and path.is_symlink():  # a link the manifest knows that now points elsewhere or nowhere
-        return path
-    raise not_found
+        return issubclass(load_plugin(SOURCES_GROUP, kind, "source"), WritableSource)
+    except UnknownNameError:  # a kind no longer installed: nothing can delete from it
+        return False

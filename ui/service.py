@@ -21,12 +21,13 @@ from assistant.modes.base import ModeResources
 from knowledge.errors import ConfigError, DocumentError
 from knowledge.kb import KnowledgeBase
 from knowledge.retrieval import Filters
+from knowledge.sources.base import WritableSource
 from knowledge.store import Status
 from knowledge.types import Hit, SyncReport
 
 from . import documents as docs
 from .generation import GenerationQueue, Stream
-from .uploads import SavedUpload, UploadRefused, read_blocks, remove_stale_uploads, save_upload
+from .uploads import SavedUpload, read_blocks
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,6 @@ class Service:
         self._engines_lock = threading.Lock()
         self.last_report: SyncReport | None = None
         self.engine(self.answer)  # a bad default mode fails at start, not at the first question
-        source = kb.source("folder")
-        if source is not None and kb.store.write:
-            remove_stale_uploads(source.root)  # left by a crash in the middle of an upload
 
     # -- answering ------------------------------------------------------------------------------
     def modes(self) -> list[str]:
@@ -143,19 +141,20 @@ class Service:
     def document_text(self, doc_id: str) -> str:
         return docs.document_text(self.kb, doc_id)
 
-    def folder(self) -> Path:
-        source = self.kb.source("folder")
-        if source is None:
+    def upload_target(self) -> WritableSource:
+        """The source uploads go to: the first writable one (``sources.kinds`` order)."""
+        writable = self.kb.writable_sources()
+        if not writable:
             raise DocumentError("no knowledge folder is open: start the server with --knowledge DIR to upload files")
-        return source.root
+        return writable[0]
+
+    def folder(self) -> Path:
+        """Where uploads are saved (the upload target's location)."""
+        return Path(self.upload_target().location(""))
 
     def upload(self, name: str, data: bytes | Iterable[bytes]) -> SavedUpload:
-        """Save a file into the knowledge folder; the watcher indexes it within a second or so."""
-        folder = self.folder()
-        missing = self.kb.source("folder").unavailable()
-        if missing:
-            raise UploadRefused(f"cannot save {name}: {missing}", status=503)
-        saved = save_upload(folder, name, data, self.max_upload_bytes, self.kb.config.sources.ignore)
+        """Save a file into the writable source; its watcher indexes it within a second or so."""
+        saved = self.upload_target().save(name, data, self.max_upload_bytes)
         log.info("saved upload %s (%d bytes)", saved.doc_id, saved.size)
         return saved
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import platformdirs
 
 from assistant.config import AssistantConfig, parse_assistant_config
-from knowledge.config import KnowledgeConfig, load_toml, parse_section
+from knowledge.config import MOVED_SECTIONS, KnowledgeConfig, load_toml, parse_knowledge, parse_section
 from knowledge.errors import ConfigError
 
 
@@ -38,7 +38,7 @@ class FootnotesConfig:
     file: str = "(defaults)"
 
 
-KNOWLEDGE_SECTIONS = tuple(f.name for f in dataclasses.fields(KnowledgeConfig))
+KNOWLEDGE_SECTIONS = (*(f.name for f in dataclasses.fields(KnowledgeConfig)), *MOVED_SECTIONS)  # old ones too
 ASSISTANT_SECTIONS = tuple(f.name for f in dataclasses.fields(AssistantConfig))
 
 
@@ -66,7 +66,7 @@ def load_config(path: str | Path | None) -> FootnotesConfig:
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{name}: unknown section or key '{unknown[0]}'; known sections: {', '.join(sorted(known))}")
-    knowledge = parse_section(KnowledgeConfig, {k: v for k, v in table.items() if k in KNOWLEDGE_SECTIONS}, "", name)
+    knowledge = parse_knowledge({k: v for k, v in table.items() if k in KNOWLEDGE_SECTIONS}, name)
     assistant = parse_assistant_config(table, name)
     server = parse_section(ServerConfig, table.get("server", {}), "server", name)
     return FootnotesConfig(knowledge, assistant, server, name)

@@ -69,7 +69,7 @@ def load_document(raw: RawDocument, max_bytes: int) -> LoadedDocument:
     if loader is None:
         raise DocumentError(
             f"{raw.doc_id}: file type '{suffix or '(none)'}' is not supported; "
-            f"supported: {' '.join(sorted(SUPPORTED_SUFFIXES))} — convert the file or add it to sources.ignore"
+            f"supported: {' '.join(sorted(SUPPORTED_SUFFIXES))} — convert the file or add it to sources.folder.ignore"
         )
     return loader(raw.doc_id, raw.data, max_bytes)
 

@@ -26,7 +26,7 @@ _MAX_CONTROL_SHARE = 0.05  # random bytes decoded as a single-byte charset give 
 _BINARY_FIX = (
     "if it is a document in another format, give it that format's extension; "
     "if it is UTF-16 text without a byte-order mark, save it as UTF-8; "
-    "otherwise remove it or add it to sources.ignore"
+    "otherwise remove it or add it to sources.folder.ignore"
 )
 _PY_DEF = re.compile(r"^(?:async[ \t]+def|def|class)[ \t]+(\w+)", re.MULTILINE)
 

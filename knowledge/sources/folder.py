@@ -1,7 +1,9 @@
 """The built-in ``folder`` source: every supported file under a directory, recursively.
 
 Hidden files and folders, editor swap and temporary files are ignored; symlinks are followed only
-when they stay inside the folder, and each directory is visited once (symlink loops are safe).
+when they stay inside the folder, and each directory is visited once (symlink loops are safe). Its
+settings are ``[sources.folder]``; it is writable (uploads are saved into it, deletes unlink files) and
+watched with watchdog (folder_watcher.py).
 """
 
 from __future__ import annotations
@@ -10,14 +12,21 @@ import fnmatch
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from ..config import SourcesConfig
-from ..errors import ConfigError, DocumentError
+from ..errors import ConfigError, DocumentError, DocumentNotFound, IndexError_
 from ..loaders import SUPPORTED_SUFFIXES, effective_suffix
 from ..types import DocumentRef, RawDocument
-from .base import Change, Source
+from .base import Change, WritableSource
+
+if TYPE_CHECKING:
+    from ..uploads import SavedUpload
+
+FOLDER_META = "folder_root"  # the manifest meta key of the folder ingested last
 
 # Editor swap files, partial downloads, office lock files, vim's write test file.
 IGNORED_NAMES = ("*~", "*.swp", "*.swo", "*.swx", "*.swpx", ".#*", "#*#", "*.tmp", "*.temp", "*.part",
@@ -40,23 +49,45 @@ def is_candidate(relpath: str, extra: Sequence[str] = ()) -> bool:
     return not is_ignored(relpath, extra) and effective_suffix(relpath) in SUPPORTED_SUFFIXES
 
 
-class FolderSource(Source):
+@dataclass(frozen=True)
+class FolderSettings:
+    path: str = ""  # the knowledge folder; "" = the one given on the command line or ingested last
+    ignore: tuple[str, ...] = ()  # extra glob patterns (relative paths) the folder source skips
+    debounce_seconds: float = 0.4  # quiet time after the last file event before a sync runs
+    rescan_seconds: float = 300.0  # full rescan of the folder while watching: a safety net for lost events
+
+
+class FolderSource(WritableSource):
     """Documents are files below ``root``; a document id is its POSIX path relative to ``root``."""
 
     kind = "folder"
+    Settings = FolderSettings
+    lists_locally = True
 
     def __init__(self, root: str | Path, max_bytes: int = 50_000_000, ignore: Sequence[str] = (),
-                 rescan_seconds: float = 300.0) -> None:
+                 rescan_seconds: float = 300.0, debounce_seconds: float = 0.4) -> None:
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise ConfigError(f"knowledge folder {self.root} does not exist or is not a folder: create it or pass another")
         self.max_bytes = max_bytes
         self.ignore = tuple(ignore)
         self.rescan_seconds = rescan_seconds
+        self.debounce_seconds = debounce_seconds
 
     @classmethod
     def from_config(cls, config: SourcesConfig, data_dir: Path, folder: str | Path | None) -> FolderSource | None:
-        return cls(folder, config.max_file_bytes, config.ignore, config.rescan_seconds) if folder else None
+        """The folder named on the command line, else ``[sources.folder] path``, else the one ingested last."""
+        settings = config.settings_for(cls)
+        root = folder or settings.path or recorded_folder(data_dir)
+        if not root:
+            return None
+        return cls(root, config.max_file_bytes, settings.ignore, settings.rescan_seconds, settings.debounce_seconds)
+
+    def remember(self) -> dict[str, str]:
+        return {FOLDER_META: str(self.root)}
+
+    def describe(self) -> str:
+        return str(self.root)
 
     def path_of(self, doc_id: str) -> Path:
         """The file of a document id, refusing ids that would escape the folder."""
@@ -148,10 +179,75 @@ class FolderSource(Source):
         return (f"the knowledge folder {self.root} is missing (deleted, moved or unmounted): nothing is served "
                 "from it until it is back; recreate it or restart with --knowledge DIR")
 
-    def watch(self, on_change: Callable[[Change], None], stop: threading.Event, interval: float = 0.4) -> None:
-        from ..watcher import watch_folder
+    def watch(self, on_change: Callable[[Change], None], stop: threading.Event, interval: float | None = None) -> None:
+        """Follow the folder's events, debounced by ``debounce_seconds`` unless ``interval`` is given."""
+        from .folder_watcher import watch_folder
 
-        watch_folder(self, on_change, stop, debounce=interval, rescan_seconds=self.rescan_seconds)
+        debounce = self.debounce_seconds if interval is None else interval
+        watch_folder(self, on_change, stop, debounce=debounce, rescan_seconds=self.rescan_seconds)
+
+    # -- writable -------------------------------------------------------------------------------
+    def save(self, name: str, data: bytes | Iterable[bytes], max_bytes: int) -> SavedUpload:
+        from ..uploads import UploadRefused, save_upload
+
+        missing = self.unavailable()
+        if missing:
+            raise UploadRefused(f"cannot save {name}: {missing}", status=503)
+        return save_upload(self.root, name, data, max_bytes, self.ignore)
+
+    def delete(self, doc_id: str, listed: bool) -> None:
+        """Unlink a document's file. Only what the index lists is removed: a supported, not ignored file
+        of the folder that the manifest holds (indexed or failed) or that waits to be indexed. Anything
+        else (hidden files, ``.git``, images, partial downloads, folders, links out of the folder) is
+        DocumentNotFound and stays where it is."""
+        path = self._deletable_path(doc_id, listed)
+        try:
+            if path is not None:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise DocumentError(f"{doc_id} could not be deleted ({exc.strerror or exc}); check the folder's "
+                                "permissions") from None
+
+    def discard_partial_writes(self) -> list[str]:
+        from ..uploads import remove_stale_uploads
+
+        return remove_stale_uploads(self.root)
+
+    def _deletable_path(self, doc_id: str, listed: bool) -> Path | None:
+        """The folder entry to unlink for ``doc_id`` (None: the manifest lists it but its file is gone);
+        DocumentNotFound for anything that is not a document of the folder."""
+        not_found = DocumentNotFound(f"{doc_id!r} is not a document of the knowledge folder {self.root} (only "
+                                     "indexed, failed or pending documents can be deleted); refresh the document list")
+        if not is_candidate(doc_id, self.ignore):
+            raise not_found
+        path = Path(os.path.abspath(self.root / doc_id))  # the entry itself: a symlink is removed, not its target
+        if self.doc_id_of(path) != doc_id:
+            raise not_found
+        if self.ref(doc_id) is not None:  # a regular file inside the folder (a link is followed inside only)
+            return path
+        if listed and not (path.exists() or path.is_symlink()):
+            return None
+        if listed and path.is_symlink():  # a link the manifest knows that now points elsewhere or nowhere
+            return path
+        raise not_found
+
+
+def recorded_folder(data_dir: Path) -> str | None:
+    """The folder ingested last into ``data_dir``, if its manifest is readable (read only: nothing created)."""
+    from ..manifest import Manifest
+    from ..status import MANIFEST_FILE
+
+    manifest_path = Path(data_dir) / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return None
+    try:
+        manifest = Manifest(manifest_path)
+        try:
+            return manifest.get_meta(FOLDER_META)
+        finally:
+            manifest.close()
+    except IndexError_:
+        return None  # unreadable: the folder has to be named
 
 
 def _read_regular_file(path: Path, max_bytes: int, doc_id: str) -> tuple[bytes, str]:

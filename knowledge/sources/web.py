@@ -55,23 +55,31 @@ class _FetchFailed(Exception):
         self.reason, self.message, self.transient = reason, message, transient
 
 
+@dataclass(frozen=True)
+class WebSettings:
+    urls: tuple[str, ...] = ()  # web pages to index; empty = none
+    refresh_seconds: float = 3600.0  # how often the web source re-checks its URLs
+    timeout_seconds: float = 20.0  # HTTP timeout of one fetch
+
+
 class WebSource(Source):
     """Web pages (and PDFs, text files) at fixed http(s) URLs, kept up to date by conditional GETs."""
 
     kind = "web"
+    Settings = WebSettings
 
     def __init__(self, urls: Sequence[str], timeout: float = 20.0, max_bytes: int = 50_000_000,
                  state_path: Path | None = None, refresh_seconds: float = 3600.0) -> None:
         if isinstance(urls, str):
-            raise ConfigError("sources.urls must be a list of URLs, not one string: urls = [\"https://...\"]")
+            raise ConfigError("sources.web.urls must be a list of URLs, not one string: urls = [\"https://...\"]")
         for url in urls:
             parts = urlsplit(url) if isinstance(url, str) else None
             if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ConfigError(f"sources.urls: {url!r} is not an http:// or https:// URL; only web pages "
+                raise ConfigError(f"sources.web.urls: {url!r} is not an http:// or https:// URL; only web pages "
                                   "can be fetched (index local files with the folder source)")
         if timeout <= 0 or max_bytes <= 0 or refresh_seconds <= 0:
-            raise ConfigError("sources.web_timeout_seconds, sources.max_file_bytes and "
-                              "sources.web_refresh_seconds must be greater than 0")
+            raise ConfigError("sources.web.timeout_seconds, sources.max_file_bytes and "
+                              "sources.web.refresh_seconds must be greater than 0")
         self.urls = tuple(dict.fromkeys(urls))
         self.timeout, self.max_bytes, self.refresh_seconds = timeout, max_bytes, refresh_seconds
         self.state_path = Path(state_path) if state_path is not None else None
@@ -89,10 +97,14 @@ class WebSource(Source):
 
     @classmethod
     def from_config(cls, config: SourcesConfig, data_dir: Path, folder: str | Path | None) -> WebSource | None:
-        if not config.urls:
+        settings = config.settings_for(cls)
+        if not settings.urls:
             return None
-        return cls(config.urls, timeout=config.web_timeout_seconds, max_bytes=config.max_file_bytes,
-                   state_path=Path(data_dir) / "web", refresh_seconds=config.web_refresh_seconds)
+        return cls(settings.urls, timeout=settings.timeout_seconds, max_bytes=config.max_file_bytes,
+                   state_path=Path(data_dir) / "web", refresh_seconds=settings.refresh_seconds)
+
+    def describe(self) -> str:
+        return f"{len(self.urls)} URL{'s' if len(self.urls) != 1 else ''}"
 
     def documents(self) -> Iterator[DocumentRef]:
         for url in self.urls:
@@ -100,7 +112,7 @@ class WebSource(Source):
 
     def fetch(self, doc_id: str) -> RawDocument:
         if doc_id not in self.urls:
-            raise DocumentError(f"{doc_id} is not one of this web source's URLs (sources.urls in config.toml)")
+            raise DocumentError(f"{doc_id} is not one of this web source's URLs (sources.web.urls in config.toml)")
         with self._lock:
             known = doc_id in self._cached or doc_id in self._errors
         if not known:
@@ -113,7 +125,7 @@ class WebSource(Source):
 
     def watch(self, on_change: Callable[[Change], None], stop: threading.Event,
               interval: float | None = None) -> None:
-        """Poll every ``refresh_seconds`` (sources.web_refresh_seconds) unless ``interval`` is given."""
+        """Poll every ``refresh_seconds`` (sources.web.refresh_seconds) unless ``interval`` is given."""
         super().watch(on_change, stop, self.refresh_seconds if interval is None else interval)
 
     def _refresh(self, url: str) -> str:
@@ -152,7 +164,7 @@ class WebSource(Source):
             request.add_header("If-Modified-Since", cached.last_modified)
         too_large = _FetchFailed("too-large", f"{url} is larger than {self.max_bytes} bytes, the limit set by "
                                  "sources.max_file_bytes in config.toml: raise the limit or remove the URL "
-                                 "from sources.urls", transient=False)
+                                 "from sources.web.urls", transient=False)
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
                 if int(response.headers.get("Content-Length") or 0) > self.max_bytes:
@@ -164,13 +176,13 @@ class WebSource(Source):
             if exc.code == 304 and cached is not None:
                 return None
             raise _FetchFailed(f"HTTP {exc.code}", f"could not fetch {url}: the server answered HTTP {exc.code} "
-                               f"{exc.reason}; check the URL, or remove it from sources.urls in config.toml",
+                               f"{exc.reason}; check the URL, or remove it from sources.web.urls in config.toml",
                                transient=exc.code >= 500 or exc.code in _TRANSIENT_STATUS) from None
         except (OSError, http.client.HTTPException, ValueError) as exc:
             reason = _network_reason(exc)
             raise _FetchFailed(reason, f"could not fetch {url}: {reason} ({exc}); check the URL and that the "
-                               "server is reachable (sources.urls in config.toml; the timeout is "
-                               "sources.web_timeout_seconds)", transient=True) from None
+                               "server is reachable (sources.web.urls in config.toml; the timeout is "
+                               "sources.web.timeout_seconds)", transient=True) from None
         if len(body) > self.max_bytes:
             raise too_large
         return body, headers

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=cmd_ingest)
 
     p = sub.add_parser("watch", help="keep the indexes in step with a folder until Ctrl-C")
-    p.add_argument("path", nargs="?", help="the knowledge folder (default: sources.folder or the last ingested)")
+    p.add_argument("path", nargs="?", help="the knowledge folder (default: [sources.folder] path or the last ingested)")
     p.set_defaults(run=cmd_watch)
 
     p = sub.add_parser("search", help="hybrid search of the knowledge base")
@@ -60,11 +60,7 @@ def open_kb(ctx, folder: str | None = None, write: bool = True) -> KnowledgeBase
 
 def print_report(report: SyncReport, as_json: bool = False) -> None:
     if as_json:
-        print(json.dumps({
-            "added": list(report.added), "updated": list(report.updated), "removed": list(report.removed),
-            "unchanged": report.unchanged, "failed": [{"source": f.doc_id, "error": f.error} for f in report.failed],
-            "chunks_embedded": report.chunks_embedded, "chunks_reused": report.chunks_reused,
-        }))
+        print(json.dumps(report.to_json()))
         return
     print(f"added {len(report.added)}, updated {len(report.updated)}, removed {len(report.removed)}, "
           f"unchanged {report.unchanged}, failed {len(report.failed)} "
@@ -80,25 +76,22 @@ def cmd_ingest(args, ctx) -> int:
         progress = TqdmProgress()
         reports = kb.sync(progress)
         progress.close()
-        source = kb.source("folder")
         for report in reports:
             print_report(report, args.json)
-        return 0 if source is not None else 2
+        return 0 if kb.sources else 2
     finally:
         kb.close()
 
 
 def cmd_watch(args, ctx) -> int:
     kb = open_kb(ctx, args.path)
-    folder = kb.source("folder")
     try:
         for report in kb.sync(TqdmProgress()):
             print_report(report)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())  # `kill` and service managers stop it like Ctrl-C
         threads = kb.watch(stop, on_report=lambda r: (r.changed or r.failed) and print_report(r))
-        print(f"watching {folder.root if folder else 'the configured sources'}; Ctrl-C stops", file=sys.stderr,
-              flush=True)
+        print(f"watching {kb.describe()}; Ctrl-C stops", file=sys.stderr, flush=True)
         try:
             while any(t.is_alive() for t in threads):
                 stop.wait(0.5)
@@ -133,12 +126,9 @@ def cmd_search(args, ctx) -> int:
 def cmd_status(args, ctx) -> int:
     """Read from the manifest and the index files: no model, no torch, no Chroma client (see
     knowledge/status.py)."""
-    from knowledge.embedding import SentenceTransformerEmbedder
-    from knowledge.status import embedding_signature, read_status
+    from knowledge.kb import read_status
 
-    knowledge = ctx.config.knowledge
-    signature = embedding_signature(SentenceTransformerEmbedder(knowledge.embedding).name)  # loads nothing
-    status = read_status(knowledge, ctx.data_dir, signature)
+    status = read_status(ctx.config.knowledge, ctx.data_dir)
     if args.json:
         print(json.dumps(status.to_json()))
         return 0
@@ -151,32 +141,36 @@ def cmd_status(args, ctx) -> int:
 
 
 def cmd_reindex(args, ctx) -> int:
-    """Wipe every derived index (manifest, Chroma, BM25, kNN-LM datastore) and rebuild it from the sources."""
+    """Wipe every derived index (manifest, Chroma, BM25, and what is derived from them: the kNN-LM
+    datastore) and rebuild it from the sources."""
+    from assistant.knn.derived import KNN_DATASTORE
+    from knowledge.derived import held_derived
     from knowledge.errors import ConfigError
-    from knowledge.reindex import recorded_folder, wipe_indexes
+    from knowledge.kb import open_sources
+    from knowledge.reindex import wipe_indexes
     from knowledge.store import take_writer_lock
 
     knowledge = ctx.config.knowledge
-    folder = args.path or knowledge.sources.folder or recorded_folder(ctx.data_dir)
-    if folder and not Path(folder).expanduser().is_dir():
-        raise ConfigError(f"the knowledge folder {folder} does not exist; run `footnotes reindex PATH`")
-    if not folder and not ("web" in knowledge.sources.kinds and knowledge.sources.urls):
+    sources = open_sources(knowledge, ctx.data_dir, args.path)  # a missing folder fails here, before any wipe
+    if not sources:
         raise ConfigError("reindex does not know which folder to rebuild from; run `footnotes reindex PATH`")
-    had_knn = (ctx.data_dir / "knn" / "meta.json").exists()
+    remembered = {k: v for s in sources for k, v in s.remember().items()}
+    held = held_derived(ctx.data_dir)
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
     lock = take_writer_lock(ctx.data_dir)  # never wipe under a running watcher or server
     try:
-        wipe_indexes(ctx.data_dir, knowledge)
+        wipe_indexes(ctx.data_dir, knowledge, keep_meta=remembered)
     finally:
         lock.close()
-    print(f"indexes in {ctx.data_dir} wiped; rebuilding from {folder or 'the configured URLs'}", file=sys.stderr)
-    kb = open_kb(ctx, folder)
+    print(f"indexes in {ctx.data_dir} wiped; rebuilding from {', '.join(s.describe() for s in sources)}",
+          file=sys.stderr)
+    kb = open_kb(ctx, args.path)
     try:
         progress = TqdmProgress()
         for report in kb.sync(progress):
             print_report(report)
         progress.close()
-        if had_knn:
+        if KNN_DATASTORE.name in held:
             _rebuild_datastore(ctx, kb)
         return 0
     finally:

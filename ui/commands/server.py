@@ -13,7 +13,7 @@ from knowledge.errors import ConfigError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="start the web UI and the HTTP API (127.0.0.1 by default)")
-    p.add_argument("--knowledge", metavar="DIR", help="the knowledge folder (default: sources.folder or the last ingested)")
+    p.add_argument("--knowledge", metavar="DIR", help="the knowledge folder (default: [sources.folder] path or the last ingested)")
     p.add_argument("--host", help="bind address (default: server.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: server.port, 7860; 0 = any free port)")
     p.set_defaults(run=cmd_serve)
@@ -47,7 +47,7 @@ def cmd_serve(args, ctx) -> int:
     stop = threading.Event()
     threads: list[threading.Thread] = []
     try:
-        if kb.source("folder") is None:
+        if not kb.writable_sources():
             warn("no knowledge folder: pass --knowledge DIR (uploads need one)")
         assistant = ctx.config.assistant
         print("footnotes: loading the generator…", file=sys.stderr, flush=True)
@@ -58,10 +58,8 @@ def cmd_serve(args, ctx) -> int:
         threads = kb.watch(stop, on_report=service.record)  # catches up with the folder first, then follows it
         app = create_app(service, login, allowed_hosts=allowed_hosts_for(host),
                          max_request_bytes=server_cfg.max_request_bytes)
-        folder = kb.source("folder")
-
         def started(url: str) -> None:
-            where = f" over {folder.root}" if folder else ""
+            where = f" over {kb.describe()}" if kb.sources else ""
             print(f"footnotes: serving{where} at {url} (API at {url}v1/; Ctrl-C stops)"
                   + (" — login required" if login else ""), file=sys.stderr, flush=True)
 
