@@ -1,6 +1,6 @@
 """Question-answering evaluation: exact match, token F1, answer recall, citation accuracy, speed.
 
-Query file (JSON Lines, one object per line, see DESIGN.md)::
+Query file (JSON Lines, one object per line, see docs/evaluation.md)::
 
     {"id": "...", "question": "...", "gold": ["relative/path.md"], "answers": ["..."]}
 
@@ -15,11 +15,13 @@ such query (or token) is ``None``.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
 import string
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 from knowledge.evaluation import Query as QAQuery  # noqa: F401 - the query type of every evaluation
@@ -124,34 +126,67 @@ def _path(doc_id: str) -> str:
     return norm[2:] if norm.startswith("./") else norm
 
 
-def evaluate_qa(engine: Asks, queries: Sequence[QAQuery], modes: Sequence[str], k: int | None = None) -> dict[str, Any]:
-    """``{"<mode>": {"exact_match", "f1", "answer_recall", "citation_accuracy", "leakage",
-    "support_recall", "memory_caught", "seconds_per_answer"}, "queries": N}``."""
-    report: dict[str, Any] = {}
-    for mode in modes:
-        rows: dict[str, list[float]] = {"exact_match": [], "f1": [], "answer_recall": [], "citation_accuracy": [],
-                                        "leakage": []}
-        counts = [0, 0, 0, 0]
-        seconds = 0.0
-        for q in queries:
-            start = time.perf_counter()
-            answer = engine.ask(q.question, (), mode=mode, k=k)
-            seconds += time.perf_counter() - start
-            if q.answers:
-                rows["exact_match"].append(exact_match(answer.text, q.answers))
-                rows["f1"].append(token_f1(answer.text, q.answers))
-                rows["answer_recall"].append(answer_recall(answer.text, q.answers))
-            if q.gold:
-                rows["citation_accuracy"].append(citation_accuracy(answer, q.gold))
-            if q.original:
-                rows["leakage"].append(leakage(answer.text, q.original))
-            counts = [a + b for a, b in zip(counts, support_counts(answer, q.answers, q.original, q.gold))]
-        report[mode] = {name: _mean(values) for name, values in rows.items()}
-        report[mode]["support_recall"] = counts[0] / counts[1] if counts[1] else None
-        report[mode]["memory_caught"] = counts[2] / counts[3] if counts[3] else None
-        report[mode]["seconds_per_answer"] = seconds / len(queries) if queries else None
-    report["queries"] = len(queries)
-    return report
+@dataclass(frozen=True)
+class ModeMetrics:
+    """The QA metrics of one mode (None: no query or token supports the metric)."""
+
+    exact_match: float | None
+    f1: float | None
+    answer_recall: float | None
+    citation_accuracy: float | None
+    leakage: float | None
+    support_recall: float | None
+    memory_caught: float | None
+    seconds_per_answer: float | None
+
+    def to_json(self) -> dict[str, float | None]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class QAReport:
+    """What ``evaluate_qa`` measured: the metrics of each mode, in the order asked."""
+
+    queries: int
+    modes: tuple[tuple[str, ModeMetrics], ...]
+
+    def metrics(self, mode: str) -> ModeMetrics:
+        return dict(self.modes)[mode]
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"<mode>": {metric: value}, ..., "queries": N}`` (the CLI's --json)."""
+        return {**{mode: m.to_json() for mode, m in self.modes}, "queries": self.queries}
+
+
+def evaluate_qa(engine: Asks, queries: Sequence[QAQuery], modes: Sequence[str], k: int | None = None) -> QAReport:
+    """Ask every query in every mode and average the metrics per mode."""
+    return QAReport(len(queries), tuple((mode, _evaluate_mode(engine, queries, mode, k)) for mode in modes))
+
+
+def _evaluate_mode(engine: Asks, queries: Sequence[QAQuery], mode: str, k: int | None) -> ModeMetrics:
+    rows: dict[str, list[float]] = {"exact_match": [], "f1": [], "answer_recall": [], "citation_accuracy": [],
+                                    "leakage": []}
+    counts = [0, 0, 0, 0]
+    seconds = 0.0
+    for q in queries:
+        start = time.perf_counter()
+        answer = engine.ask(q.question, (), mode=mode, k=k)
+        seconds += time.perf_counter() - start
+        if q.answers:
+            rows["exact_match"].append(exact_match(answer.text, q.answers))
+            rows["f1"].append(token_f1(answer.text, q.answers))
+            rows["answer_recall"].append(answer_recall(answer.text, q.answers))
+        if q.gold:
+            rows["citation_accuracy"].append(citation_accuracy(answer, q.gold))
+        if q.original:
+            rows["leakage"].append(leakage(answer.text, q.original))
+        counts = [a + b for a, b in zip(counts, support_counts(answer, q.answers, q.original, q.gold))]
+    return ModeMetrics(
+        **{name: _mean(values) for name, values in rows.items()},
+        support_recall=counts[0] / counts[1] if counts[1] else None,
+        memory_caught=counts[2] / counts[3] if counts[3] else None,
+        seconds_per_answer=seconds / len(queries) if queries else None,
+    )
 
 
 def _mean(values: list[float]) -> float | None:

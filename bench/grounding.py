@@ -75,7 +75,7 @@ def run_set(engine_for, queries, variants, modes, k, limit):
         engine = Recorder(engine_for(settings))
         for mode in modes:
             start = time.perf_counter()
-            report = evaluate_qa(engine, queries[: limit or None], [mode], k)[mode]
+            report = evaluate_qa(engine, queries[: limit or None], [mode], k).metrics(mode).to_json()
             report["seconds"] = time.perf_counter() - start
             report["no_answer"] = sum(a.text == NO_ANSWER for a in engine.answers[mode]) / max(len(engine.answers[mode]), 1)
             print(f"{name:>12} {mode:>13}: {json.dumps({m: _r(v) for m, v in report.items()})}", flush=True)

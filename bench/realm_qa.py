@@ -3,7 +3,7 @@
     .venv/bin/python bench/realm_qa.py                      # realm and rag-token, k = 3, prints a table
     .venv/bin/python bench/realm_qa.py --write              # ... and writes docs/benchmarks.md's section
 
-The corpus is the Python 3.11 docs (``../shared/data/fetch-dev-data .dev-data``); the questions
+The corpus is the Python 3.11 docs (``.dev-data/pydocs``, see docs/evaluation.md); the questions
 (bench/data/pydocs_factoid.jsonl) were written by hand from the files, each answer verbatim text
 of its gold file. Metrics are those of ``footnotes eval qa`` (assistant.qa_eval.evaluate_qa), plus
 for realm: how many answers are verbatim text of a retrieved chunk, how often it said "no answer",
@@ -89,7 +89,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     corpus = Path(args.corpus)
     if not corpus.is_dir():
-        sys.exit(f"{corpus} is missing: run ../shared/data/fetch-dev-data {ROOT / '.dev-data'}")
+        sys.exit(f"{corpus} is missing: docs/evaluation.md says where the development data comes from")
     queries = load_queries(args.queries)[: args.limit or None]
     modes = [m for m in args.modes.split(",") if m]
     data_dir = Path(args.data_dir) if args.data_dir else corpus_data_dir(default_data_dir(), corpus)
@@ -98,7 +98,7 @@ def main() -> None:
     try:
         config = replace(AnswerConfig(k=args.k), **json.loads(args.answer))
         engine = Recorder(DialogueEngine(kb.retriever, Generator.from_config(GeneratorConfig()), config))
-        report = evaluate_qa(engine, queries, modes, args.k)
+        report = evaluate_qa(engine, queries, modes, args.k).to_json()
     finally:
         kb.close()
     for mode in modes:

@@ -1,11 +1,13 @@
-"""Retrieval evaluation on a corpus folder and a JSON Lines query file (format in DESIGN.md)."""
+"""Retrieval evaluation on a corpus folder and a JSON Lines query file (format: docs/evaluation.md)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from .errors import ConfigError
 from .types import Hit
@@ -57,13 +59,27 @@ def retrieval_metrics(ranks: Sequence[int | None], cutoffs: Sequence[int] = (1, 
     return out
 
 
+@dataclass(frozen=True)
+class RetrievalReport:
+    """What ``evaluate_retrieval`` measured: the metrics of each searcher, in the order given."""
+
+    queries: int
+    searchers: tuple[tuple[str, Mapping[str, float]], ...]  # (name, {"recall@k": ..., "mrr@10": ...})
+
+    def metrics(self, name: str) -> Mapping[str, float]:
+        return dict(self.searchers)[name]
+
+    def to_json(self) -> dict[str, Any]:
+        """``{name: metrics, ..., "queries": N}`` (the CLI's --json)."""
+        return {**{name: dict(m) for name, m in self.searchers}, "queries": self.queries}
+
+
 def evaluate_retrieval(searchers: dict[str, Callable[[str, int], list[Hit]]], queries: Sequence[Query],
-                       k: int = 10) -> dict:
-    """Run every searcher on every query; returns ``{name: metrics, ..., "queries": N}``."""
-    result: dict = {}
+                       k: int = 10) -> RetrievalReport:
+    """Run every searcher on every query."""
     cutoffs = tuple(sorted({1, 5, 10, k}))
+    rows = []
     for name, search in searchers.items():
         ranks = [first_gold_rank(search(q.question, max(k, 10)), q.gold) for q in queries]
-        result[name] = retrieval_metrics(ranks, cutoffs, mrr_at=10)
-    result["queries"] = len(queries)
-    return result
+        rows.append((name, MappingProxyType(retrieval_metrics(ranks, cutoffs, mrr_at=10))))
+    return RetrievalReport(len(queries), tuple(rows))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from .chunking import chunk_document
 from .errors import DocumentError
@@ -24,6 +24,22 @@ from .types import Chunk, DocumentRef, Failure, SyncReport
 
 log = logging.getLogger(__name__)
 _GROUP_CHUNKS = 2000  # chunks embedded together (across documents: fewer, fuller batches)
+
+
+@dataclass
+class _Tally:
+    """What one sync has done so far (becomes the frozen SyncReport)."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    embedded: int = 0
+    reused: int = 0
+
+    def report(self, removed: Sequence[str], unchanged: int) -> SyncReport:
+        return SyncReport(added=tuple(self.added), updated=tuple(self.updated), removed=tuple(removed),
+                          unchanged=unchanged, failed=tuple(self.failed), chunks_embedded=self.embedded,
+                          chunks_reused=self.reused)
 
 
 @dataclass(frozen=True)
@@ -52,30 +68,26 @@ class Syncer:
             if self.store.dirty:  # a write failed last time: orphans or gaps may be left
                 self.store.reconcile(progress)
             try:
-                unchanged, gone, report = self._sync(change, progress)
+                return self._sync(change, progress)
             except BaseException:
                 self.store.dirty = True
                 raise
-        return SyncReport(
-            added=report["added"], updated=report["updated"], removed=tuple(gone), unchanged=unchanged,
-            failed=report["failed"], chunks_embedded=report["embedded"], chunks_reused=report["reused"],
-        )
 
-    def _sync(self, change: Change | None, progress: Progress) -> tuple[int, list[str], dict]:
+    def _sync(self, change: Change | None, progress: Progress) -> SyncReport:
         full = change is None or change.everything
         rechunk = self.store.manifest.get_meta(f"chunking:{self.name}") != self._chunking_signature
         current, gone = self._diff(change, full)
         work = [ref for ref in current if self._stale(ref, force=rechunk and full)]
         for doc_id in gone:
             self._remove(doc_id)
-        report = self._apply(work, progress)
+        tally = self._apply(work, progress)
         self.store.save()
         self.store.manifest.prune_embedding_cache()  # the old texts of edited and deleted documents
         stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         self.store.manifest.set_meta("last_sync", stamp)
         if full:
             self.store.manifest.set_meta(f"chunking:{self.name}", self._chunking_signature)
-        return len(current) - len(work), gone, report
+        return tally.report(gone, unchanged=len(current) - len(work))
 
     # -- deciding what to do ------------------------------------------------------------------
     def _diff(self, change: Change | None, full: bool) -> tuple[list[DocumentRef], list[str]]:
@@ -119,8 +131,8 @@ class Syncer:
         return force or record is None or record.stamp != ref.stamp or record.status == "failed"
 
     # -- doing it -----------------------------------------------------------------------------
-    def _apply(self, refs: Iterable[DocumentRef], progress: Progress) -> dict:
-        out = {"added": [], "updated": [], "failed": [], "embedded": 0, "reused": 0}
+    def _apply(self, refs: Iterable[DocumentRef], progress: Progress) -> _Tally:
+        out = _Tally()
         group: list[_Prepared] = []
         size = 0
         for ref in refs:
@@ -133,9 +145,9 @@ class Syncer:
                 self._commit(group, progress, out)
                 group, size = [], 0
         self._commit(group, progress, out)
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in out.items()}
+        return out
 
-    def _prepare(self, ref: DocumentRef, out: dict) -> _Prepared | None:
+    def _prepare(self, ref: DocumentRef, out: _Tally) -> _Prepared | None:
         manifest = self.store.manifest
         try:
             raw = self.source.fetch(ref.doc_id)
@@ -163,7 +175,7 @@ class Syncer:
     def _rechunk_needed(self) -> bool:
         return self.store.manifest.get_meta(f"chunking:{self.name}") != self._chunking_signature
 
-    def _commit(self, group: list[_Prepared], progress: Progress, out: dict) -> None:
+    def _commit(self, group: list[_Prepared], progress: Progress, out: _Tally) -> None:
         if not group:
             return
         store = self.store
@@ -171,19 +183,19 @@ class Syncer:
         fresh = [c for p in group for c in p.chunks if c.chunk_id not in old_ids[p.ref.doc_id]]
         vectors, computed = store.embed_chunks(fresh, progress)
         store.add_chunks(fresh, vectors)
-        out["embedded"] += computed
-        out["reused"] += sum(len(p.chunks) for p in group) - computed
+        out.embedded += computed
+        out.reused += sum(len(p.chunks) for p in group) - computed
         for p in group:
             existed = store.manifest.document(p.ref.doc_id) is not None
             store.manifest.replace_document(
                 DocumentRecord(p.ref.doc_id, self.name, p.ref.stamp, p.version, "indexed", "", now()), p.chunks
             )
             store.drop_chunks(sorted(old_ids[p.ref.doc_id] - {c.chunk_id for c in p.chunks}))
-            (out["updated"] if existed else out["added"]).append(p.ref.doc_id)
+            (out.updated if existed else out.added).append(p.ref.doc_id)
 
-    def _record_failure(self, ref: DocumentRef, error: str, out: dict) -> None:
+    def _record_failure(self, ref: DocumentRef, error: str, out: _Tally) -> None:
         self._fail(ref, error)
-        out["failed"].append(Failure(ref.doc_id, error))
+        out.failed.append(Failure(ref.doc_id, error))
 
     def _fail(self, ref: DocumentRef, error: str) -> None:
         """Record a failure; the document's old chunks leave the indexes (never serve stale text)."""

@@ -80,7 +80,10 @@ def test_evaluate_qa_report():
     good = {("m", "q1"): Answer("Warsaw", "m", (chunk("a.md", 1.0, 1.0),)),
             ("m", "q2"): Answer("?", "m", (chunk("a.md", 1.0, 1.0),))}
     bad = {("n", "q1"): Answer("Paris", "n"), ("n", "q2"): Answer("?", "n")}
-    report = evaluate_qa(ScriptedEngine({**good, **bad}), queries, ["m", "n"])
+    result = evaluate_qa(ScriptedEngine({**good, **bad}), queries, ["m", "n"])
+    assert result.queries == 2 and [mode for mode, _ in result.modes] == ["m", "n"]
+    assert result.metrics("m").exact_match == 1.0 and result.metrics("n").f1 == 0.0
+    report = result.to_json()  # what `footnotes eval qa --json` prints
     assert report["queries"] == 2
     assert report["m"]["exact_match"] == 1.0 and report["m"]["f1"] == 1.0 and report["m"]["answer_recall"] == 1.0
     assert report["m"]["citation_accuracy"] == 0.5  # q2's gold is b.md

@@ -153,7 +153,7 @@ def cmd_eval_qa(args, ctx) -> int:
     queries = load_queries(args.queries)
     kb = open_corpus(ctx, args.corpus)
     try:
-        result = evaluate_qa(build_engine(ctx, kb, modes[0]), queries, modes, args.k)
+        result = evaluate_qa(build_engine(ctx, kb, modes[0]), queries, modes, args.k).to_json()
     finally:
         kb.close()
     if args.json:

@@ -57,10 +57,10 @@ def cmd_eval_retrieval(args, ctx) -> int:
     finally:
         kb.close()
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result.to_json()))
         return 0
-    metrics = [m for m in result["dense"]]
-    print(f"{'':8}" + "".join(f"{m:>11}" for m in metrics) + f"   ({result['queries']} queries)")
-    for name in ("dense", "bm25", "hybrid"):
-        print(f"{name:8}" + "".join(f"{result[name][m]:>11.3f}" for m in metrics))
+    metrics = list(result.metrics("dense"))
+    print(f"{'':8}" + "".join(f"{m:>11}" for m in metrics) + f"   ({result.queries} queries)")
+    for name, values in result.searchers:
+        print(f"{name:8}" + "".join(f"{values[m]:>11.3f}" for m in metrics))
     return 0
