@@ -84,8 +84,11 @@ def test_chat_follow_up_uses_the_history(data):
                           cwd=ROOT, input="Who was Ada Lovelace?\nWhere was she born?\n\n",
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert "London" in proc.stdout.split("Where")[-1] or "London" in proc.stdout
-    assert "ada-lovelace.md" in proc.stdout
+    turns = proc.stdout.split("> ")[1:]  # input() prints its prompt: each turn's answer and citations follow one
+    follow_up = turns[1]
+    answer = follow_up.split("\n [")[0].split("\n *[")[0]  # the answer text, before its citation lines
+    assert "London" in answer, follow_up  # the follow-up's own answer, not the first one's
+    assert "ada-lovelace.md" in follow_up
 
 
 def test_eval_qa_side_by_side(data, tmp_path):

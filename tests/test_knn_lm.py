@@ -358,7 +358,9 @@ def test_a_datastore_of_the_text_itself_drives_perplexity_towards_one(gen, tmp_p
     assert result.tokens == len(ids) - 1
     knn = dict(result.knn)
     assert knn[1.0] < 1.01 and result.base > 10 and knn[0.25] < result.base
-    assert knn[0.25] == pytest.approx(1 / 0.25, rel=0.05) or knn[0.25] < 4.5  # λ·p_kNN ≈ 0.25 at worst
+    # p(w) = λ p_kNN(w) + (1 - λ) p_LM(w) >= λ p_kNN(w), and p_kNN of the true next token is ~1 here: each
+    # token's probability is at least ~0.25, so the perplexity is at most ~1 / 0.25
+    assert knn[0.25] <= 1 / 0.25 * 1.01
     assert result.to_json() == {"tokens": result.tokens, "base": result.base, "knn": {"0.25": knn[0.25], "1": knn[1.0]}}
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from knowledge.embedding import text_hash
 from knowledge.sync import Syncer
+from knowledge.types import Reconciled
 from tests.conftest import assert_consistent
 
 
@@ -30,7 +31,7 @@ def test_ingest_then_search_finds_the_document(folder, open_kb):
     assert sorted(report.added) == ["a.md", "notes/b.txt"]
     hits = kb.retriever.search("zebra crossing", 1)
     assert hits[0].source == "a.md"
-    assert hits[0].bm25_score and hits[0].dense_score
+    assert hits[0].bm25_score > 0 and hits[0].dense_score > 0  # both retrievers found it
     chunk = hits[0].chunk
     assert (folder / "a.md").read_text()[chunk.start:chunk.end] == chunk.text
     assert_consistent(kb)
@@ -192,7 +193,7 @@ def test_reconcile_repairs_orphans_and_gaps(folder, open_kb):
     store.dense.upsert(["orphan"], np.ones((1, store.embedder.dim), dtype=np.float32) / 8, ["zz.md"])
     store.bm25.add("orphan", "orphan text")
     fixed = store.reconcile()
-    assert fixed == {"bm25_added": 1, "bm25_removed": 1, "dense_added": 1, "dense_removed": 1}
+    assert fixed == Reconciled(bm25_added=1, bm25_removed=1, dense_added=1, dense_removed=1)
     assert_consistent(kb)
 
 

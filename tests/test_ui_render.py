@@ -123,7 +123,7 @@ def test_document_text_is_escaped_everywhere() -> None:
         parsed = parse(html)
         assert "script" not in parsed.tags and "img" not in parsed.tags
         assert not {"onerror", "onmouseover"} & set(parsed.attrs)
-        assert "<script>" in parsed.text or "script" in parsed.text  # shown as text
+        assert "<script>" in parsed.text  # shown as text
 
 
 def test_source_view_marks_the_cited_span() -> None:

@@ -28,6 +28,15 @@ def watching(folder, open_kb):
     kb.sync()
     stop = threading.Event()
     kb.indexed = []  # (doc id, its text in the manifest right after the sync that indexed it), in order
+    kb.reads = []  # every document id the watcher's syncs read from the folder, in order
+    (source,) = kb.sources
+    fetch = source.fetch
+
+    def counted_fetch(doc_id):
+        kb.reads.append(doc_id)
+        return fetch(doc_id)
+
+    source.fetch = counted_fetch
 
     def record(report):
         for doc_id in report.added + report.updated:
@@ -114,6 +123,7 @@ def test_burst_of_writes_is_debounced_to_the_final_content(watching, folder):
     # 30 writes within milliseconds are one sync (two if a loaded machine stalls the writer for longer
     # than the debounce in the middle of the burst), and the last one indexed the final content
     assert 1 <= len(versions) <= 2 and versions[-1] == "Version 29 mentions token29.", versions
+    assert 1 <= watching.reads.count("burst.md") <= 2, watching.reads  # read once per sync, not once per write
 
 
 def test_file_written_slowly_is_read_when_closed(watching, folder):
@@ -127,3 +137,4 @@ def test_file_written_slowly_is_read_when_closed(watching, folder):
     time.sleep(1.0)  # any later sync of it would have come by now
     # never indexed half-written: the pause was longer than the debounce, yet only the closed file was read
     assert indexed_versions(watching, "slow.md") == ["Start of a slow write. The end mentions pelicans."]
+    assert watching.reads.count("slow.md") == 1, watching.reads  # not read while open, read once when closed
