@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bm25_search.py [--chunks 100000] [--queries 200]
 
-Corpus: the Python 3.11 docs (``.dev-data/pydocs``, fetched by ``../shared/data/fetch-dev-data``)
+Corpus: the Python 3.11 docs (``.dev-data/pydocs``, see docs/evaluation.md)
 cut into 60-word passages, repeated with variation (20% of words dropped, 10% swapped for words of
 another passage) up to ``--chunks``. Queries: the questions of ``.dev-data/pyfaq.jsonl``, cycled.
 Every library gets the same tokens (knowledge.text_tokens.tokenize). Prints a markdown table and,
@@ -41,7 +41,7 @@ def passages() -> list[tuple[str, str]]:
     """(doc id, 60-word passage) of every docs file, in file order."""
     files = sorted((DATA / "pydocs").rglob("*.txt"))
     if not files:
-        sys.exit(f"no docs under {DATA / 'pydocs'}: run ../shared/data/fetch-dev-data {DATA}")
+        sys.exit(f"no docs under {DATA / 'pydocs'}: docs/evaluation.md says where the development data comes from")
     out = []
     for f in files:
         words = f.read_text(encoding="utf-8", errors="replace").split()
@@ -69,7 +69,7 @@ def corpus(n: int, seed: int = 0) -> list[tuple[str, str]]:
 def queries(n: int) -> list[str]:
     faq = DATA / "pyfaq.jsonl"
     if not faq.exists():
-        sys.exit(f"{faq} is missing: run ../shared/data/fetch-dev-data {DATA}")
+        sys.exit(f"{faq} is missing: docs/evaluation.md says where the development data comes from")
     qs = [json.loads(line)["question"] for line in faq.read_text().splitlines() if line.strip()]
     return [qs[i % len(qs)] for i in range(n)]
 

@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
 def require(path: Path) -> Path:
     """``path`` if it exists, else exit with how to fetch the dev data."""
     if not path.exists():
-        sys.exit(f"{path} is missing: run ../shared/data/fetch-dev-data {DATA}")
+        sys.exit(f"{path} is missing: docs/evaluation.md says where the development data comes from ({DATA})")
     return path
 
 

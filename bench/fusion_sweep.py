@@ -208,7 +208,7 @@ def main() -> None:
         "R@1 and MRR@10 of the grid while losing nothing *as is*; (3) the min-max mix got better as each "
         "retriever contributed more candidates, while RRF's MRR@10 fell (a long weak tail adds up in RRF, "
         "not in a score mix), so it is less sensitive to a setting users change. A round 0.6 rather than "
-        "the best cell, to avoid fitting 176 questions; DESIGN.md's encyclopedia measurement (equal RRF "
+        "the best cell, to avoid fitting 176 questions; an earlier measurement on encyclopedia articles (equal RRF "
         "below dense alone, a weighted mix above it) points the same way. (4) `convex-tmm` (Bruch, Gai & "
         "Ingber 2023: each retriever's scores normalised from the lowest score it *can* give, cosine −1 and "
         "BM25 0, every candidate scored by both retrievers) was added after the edit-latency benchmark found a "

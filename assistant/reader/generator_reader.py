@@ -1,5 +1,5 @@
 """The offline default reader: the packaged generator reads each chunk (no extractive QA model is
-packaged anywhere, DESIGN.md).
+packaged anywhere on PyPI).
 
 For each chunk z: (1) the generator answers the question from z alone (greedy; all k chunks in
 one batch; a row stops once its first statement is complete); (2) that statement is aligned to
