@@ -41,9 +41,12 @@ vectors (see "Embedding loaders"), and int8 builds quantize_dynamic's exact modu
 (0.3 s). What is left of `search` beyond `import torch`: chromadb's import and open, quantization,
 the CLI's own imports (numpy, the knowledge package, 0.25 s) and the search. `ask` is dominated by the
 generator (loading SmolLM2 and decoding), which this work does not change; its spread is the
-machine's load. `status` misses its 1 s goal on this machine: what is left is mostly importing and
-opening chromadb (0.6–0.9 s), which it needs to report Chroma's own count. Not built: `search`, `ask`
-and `status` through a running `footnotes serve`."""
+machine's load. `status` (knowledge/status.py) opens no Chroma client: the manifest gives documents,
+chunks, failures and the last sync, `bm25.npz`'s id array header the BM25 count, and one read-only SQL
+query on the embedded store's `chroma.sqlite3` Chroma's own count (chromadb only for a `chroma run`
+server or a store that query cannot read), so it imports neither chromadb (0.6–0.9 s before) nor numpy;
+what is left is Python, the CLI's parser and config (~0.3 s). Not built: `search`, `ask` and `status`
+through a running `footnotes serve`."""
 
 
 def commands(ask: bool) -> dict[str, list[str]]:
