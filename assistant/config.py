@@ -65,6 +65,7 @@ class AnswerConfig:
     context_weight: float = 0.0  # α of context-aware decoding (Shi et al. 2023): p̃(y|x,z) ∝ p(y|x,z)^(1+α) / p(y|x,∅)^α; 0 = plain RAG
     context_weight_adaptive: bool = False  # AdaCAD (Wang et al. 2025): α per token = context_weight × JSD(p(·|x,z) ‖ p(·|x,∅)), acting only where they disagree
     context_contrast: str = "chunk"  # "chunk": contrast each chunk with ∅, then mix (Shi et al. per document); "mixture": mix, then contrast the mixture with ∅
+    context_penalty_only: bool = False  # true: the contrast only lowers tokens the documents made less likely than the model's memory (PMI < 0, the contradicted value), and raises none
     plausibility: float = 0.0  # β (Li et al. 2023): only tokens with p(y|x,z) >= β · max p(·|x,z) are eligible under chunk z; 0 = all
     support_threshold: float = 1.386  # other words and tokens are "document" when a chunk raised them this many nats above the closed-book model (ln 4)
     support_copy_threshold: float = -1.0  # a content word the chunk contains verbatim is "document" unless the chunk made its phrase this much less likely; names and numbers need it

@@ -41,6 +41,7 @@ class Contrast:
     adaptive: bool = False
     beta: float = 0.0
     target: str = "chunk"  # "chunk": contrast each chunk's distribution, then mix; "mixture": mix, then contrast
+    penalty_only: bool = False  # only lower the tokens a chunk made less likely than ∅ (PMI < 0); raise none
 
     @property
     def active(self) -> bool:
@@ -53,7 +54,8 @@ def contrasted_row(contrast: Contrast) -> Combine:
 
     def combine(row_logprobs: torch.Tensor) -> torch.Tensor:
         doc, null = row_logprobs[:, :1], row_logprobs[:, 1]  # (beams, 1, V), (beams, V)
-        return grounded_doc_logprobs(doc, null, contrast.alpha, contrast.adaptive, contrast.beta)[:, 0]  # (beams, V)
+        return grounded_doc_logprobs(doc, null, contrast.alpha, contrast.adaptive, contrast.beta,
+                                     contrast.penalty_only)[:, 0]  # (beams, V)
 
     return combine
 
@@ -67,8 +69,10 @@ def grounded_mixture(doc_logprior: torch.Tensor, contrast: Contrast) -> Combine:
     def combine(row_logprobs: torch.Tensor) -> torch.Tensor:
         docs, null = row_logprobs[:, :k], row_logprobs[:, k]  # (beams, k, V), (beams, V)
         if contrast.target == "mixture":
-            return grounded_mixture_logprobs(docs, null, doc_logprior, contrast.alpha, contrast.adaptive, contrast.beta)
-        docs = grounded_doc_logprobs(docs, null, contrast.alpha, contrast.adaptive, contrast.beta)  # (beams, k, V)
+            return grounded_mixture_logprobs(docs, null, doc_logprior, contrast.alpha, contrast.adaptive, contrast.beta,
+                                             contrast.penalty_only)
+        docs = grounded_doc_logprobs(docs, null, contrast.alpha, contrast.adaptive, contrast.beta,
+                                     contrast.penalty_only)  # (beams, k, V)
         return rag_token_marginalize(docs, doc_logprior)  # (beams, V)
 
     return combine

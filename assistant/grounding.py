@@ -50,8 +50,16 @@ def adaptive_context_weight(doc_logprobs: torch.Tensor, null_logprobs: torch.Ten
     return jensen_shannon(doc_logprobs, null_logprobs.unsqueeze(-2))  # (..., k)
 
 
-def context_aware(doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
-    """Context-aware decoding: p̃(y | x, z) ∝ p(y | x, z)^(1+α) / p(y | x, ∅)^α, per chunk.
+def context_aware(
+    doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor, alpha: torch.Tensor | float, penalty_only: bool = False
+) -> torch.Tensor:
+    """Context-aware decoding: p̃(y | x, z) ∝ p(y | x, z)^(1+α) / p(y | x, ∅)^α, per chunk, i.e.
+    log p̃ = log p(y|x,z) + α · PMI_z(y) renormalised.
+
+    ``penalty_only`` keeps only the lowering half, log p̃ = log p(y|x,z) + α · min(0, PMI_z(y)): a token
+    the chunk made *less* likely than the model's memory (the memorised value the chunk contradicts)
+    is pushed down, and no token is raised above its RAG probability (so headings and context words
+    the chunk primes are not amplified, and answers the chunk and the memory agree on stay as they are).
 
     doc_logprobs: (..., k, V); null_logprobs: (..., V); alpha: a float or (..., k).
     Returns normalised log-probs (..., k, V); α = 0 returns ``doc_logprobs`` itself.
@@ -64,8 +72,10 @@ def context_aware(doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor, alpha
         weight = alpha.to(doc_logprobs.dtype).unsqueeze(-1)  # (..., k, 1)
     # a token the null document rules out (−inf) must not gain an infinite bonus: floor it
     null = null_logprobs.unsqueeze(-2).clamp(min=NULL_FLOOR)  # (..., 1, V)
-    scores = (1 + weight) * doc_logprobs - weight * null  # (..., k, V)
-    return torch.log_softmax(scores, dim=-1)  # (..., k, V)
+    raise_ = doc_logprobs - null  # (..., k, V) PMI of every token
+    if penalty_only:
+        raise_ = raise_.clamp(max=0.0)
+    return torch.log_softmax(doc_logprobs + weight * raise_, dim=-1)  # (..., k, V)
 
 
 def plausible(doc_logprobs: torch.Tensor, beta: float) -> torch.Tensor:
@@ -81,7 +91,8 @@ def plausible(doc_logprobs: torch.Tensor, beta: float) -> torch.Tensor:
 
 
 def grounded_doc_logprobs(
-    doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor, alpha: float, adaptive: bool, beta: float
+    doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor, alpha: float, adaptive: bool, beta: float,
+    penalty_only: bool = False,
 ) -> torch.Tensor:
     """Each chunk's next-token distribution contrasted with the model's memory: CAD with a fixed α
     (or AdaCAD's α = JSD scaled by ``alpha`` when ``adaptive``), restricted to the tokens the
@@ -93,7 +104,7 @@ def grounded_doc_logprobs(
     if not adaptive and alpha == 0 and beta <= 0:
         return doc_logprobs
     weight: torch.Tensor | float = alpha * adaptive_context_weight(doc_logprobs, null_logprobs) if adaptive else alpha
-    contrasted = context_aware(doc_logprobs, null_logprobs, weight)  # (..., k, V)
+    contrasted = context_aware(doc_logprobs, null_logprobs, weight, penalty_only)  # (..., k, V)
     if beta <= 0:
         return contrasted
     masked = contrasted.masked_fill(~plausible(doc_logprobs, beta), -math.inf)  # (..., k, V)
@@ -102,7 +113,7 @@ def grounded_doc_logprobs(
 
 def grounded_mixture_logprobs(
     doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor, doc_logprior: torch.Tensor, alpha: float, adaptive: bool,
-    beta: float,
+    beta: float, penalty_only: bool = False,
 ) -> torch.Tensor:
     """Context-aware decoding of the RAG-Token mixture as a whole: with p(y|x,Z) = Σ_z p(z|x) p(y|x,z,y_<i),
     p̃(y | x, Z) ∝ p(y | x, Z)^(1+α) / p(y | x, ∅)^α, restricted to the tokens some chunk finds
@@ -117,10 +128,8 @@ def grounded_mixture_logprobs(
         return mix
     weight: torch.Tensor | float = alpha * jensen_shannon(mix, null_logprobs) if adaptive else alpha  # (...) or float
     if isinstance(weight, torch.Tensor):
-        weight = weight.unsqueeze(-1)  # (..., 1) for the batched form of context_aware below
-        contrasted = torch.log_softmax((1 + weight) * mix - weight * null_logprobs.clamp(min=NULL_FLOOR), dim=-1)  # (..., V)
-    else:
-        contrasted = context_aware(mix.unsqueeze(-2), null_logprobs, weight).squeeze(-2)  # (..., V)
+        weight = weight.unsqueeze(-1)  # (...) -> (..., 1): one mixture "chunk" per position
+    contrasted = context_aware(mix.unsqueeze(-2), null_logprobs, weight, penalty_only).squeeze(-2)  # (..., V)
     if beta <= 0:
         return contrasted
     eligible = plausible(doc_logprobs, beta).any(dim=-2)  # (..., V): plausible under some chunk

@@ -83,6 +83,38 @@ def test_context_aware_decoding_by_hand():
     assert context_aware(p.log().unsqueeze(0), q.log(), 1.0)[0].exp()[1] > 0.3
 
 
+def test_the_penalty_only_contrast_by_hand():
+    """log p̃ = log p(y|x,z) + α · min(0, PMI): only the token the chunk made less likely than the
+    model's memory (token 0: 0.6 against 0.9) loses mass; the others keep their ratios."""
+    p = torch.tensor([0.6, 0.3, 0.1])  # p(y|x,z)
+    q = torch.tensor([0.9, 0.05, 0.05])  # p(y|x,∅)
+    for alpha in (1.0, 3.0):
+        raw = torch.tensor([0.6 * (0.6 / 0.9) ** alpha, 0.3, 0.1])
+        got = context_aware(p.log().unsqueeze(0), q.log(), alpha, penalty_only=True)[0].exp()
+        assert got.tolist() == pytest.approx((raw / raw.sum()).tolist(), abs=1e-6)
+        assert float(got[1] / got[2]) == pytest.approx(3.0, rel=1e-5)  # raised tokens are not raised further
+    assert int(context_aware(p.log().unsqueeze(0), q.log(), 1.0, penalty_only=True).argmax()) == 0
+    assert int(context_aware(p.log().unsqueeze(0), q.log(), 3.0, penalty_only=True).argmax()) == 1  # the document's
+    # a chunk that raises every token it likes (PMI >= 0 wherever it has mass) is left exactly as it is
+    agree = torch.log(torch.tensor([0.5, 0.5, 0.0]))
+    out = context_aware(agree.unsqueeze(0), torch.log(torch.tensor([0.4, 0.4, 0.2])), 5.0, penalty_only=True)[0]
+    assert out.exp().tolist() == pytest.approx([0.5, 0.5, 0.0], abs=1e-6)
+
+
+def test_the_penalty_only_contrast_of_the_mixture():
+    memory = torch.log(torch.tensor([0.90, 0.0001, 0.0999]))
+    stating = torch.log(torch.tensor([0.10, 0.80, 0.10]))
+    docs = torch.stack([memory] * 4 + [stating])  # (k, V)
+    prior = torch.log(torch.tensor([0.2425] * 4 + [0.03]))
+    mix = torch.logsumexp(docs + prior[:, None], dim=0)
+    whole = grounded_mixture_logprobs(docs, memory, prior, 2.0, False, 0.0, penalty_only=True)
+    raw = mix.exp() * torch.clamp(mix.exp() / memory.exp(), max=1.0) ** 2
+    assert whole.exp().tolist() == pytest.approx((raw / raw.sum()).tolist(), abs=1e-5)
+    rows = torch.cat([docs, memory.unsqueeze(0)]).unsqueeze(0)  # (beams=1, k + 1, V)
+    via = grounded_mixture(prior, Contrast(alpha=2.0, target="mixture", penalty_only=True))(rows)[0]
+    assert torch.allclose(via, whole, atol=1e-6)
+
+
 def test_a_token_the_null_document_rules_out_stays_finite():
     p = torch.log(torch.tensor([[0.5, 0.5]]))
     q = torch.log(torch.tensor([1.0, 0.0]))
