@@ -66,6 +66,7 @@ class AnswerConfig:
     context_weight_adaptive: bool = False  # AdaCAD (Wang et al. 2025): α per token = context_weight × JSD(p(·|x,z) ‖ p(·|x,∅)), acting only where they disagree
     context_contrast: str = "chunk"  # "chunk": contrast each chunk with ∅, then mix (Shi et al. per document); "mixture": mix, then contrast the mixture with ∅
     context_penalty_only: bool = False  # true: the contrast only lowers tokens the documents made less likely than the model's memory (PMI < 0, the contradicted value), and raises none
+    context_conflict: float = 0.0  # > 0: contrast only at the steps where a retrieved chunk contradicts the token plain RAG would choose (PMI < −context_conflict nats); 0 = contrast every step
     plausibility: float = 0.0  # β (Li et al. 2023): only tokens with p(y|x,z) >= β · max p(·|x,z) are eligible under chunk z; 0 = all
     support_threshold: float = 1.386  # other words and tokens are "document" when a chunk raised them this many nats above the closed-book model (ln 4)
     support_copy_threshold: float = -1.0  # a content word the chunk contains verbatim is "document" unless the chunk made its phrase this much less likely; names and numbers need it
@@ -106,6 +107,8 @@ class AnswerConfig:
             raise ConfigError("answer.context_weight must be >= 0 (0 = plain RAG)")
         if self.context_contrast not in CONTEXT_CONTRASTS:
             raise ConfigError(f'answer.context_contrast = "{self.context_contrast}": use one of {", ".join(CONTEXT_CONTRASTS)}')
+        if not (math.isfinite(self.context_conflict) and self.context_conflict >= 0):
+            raise ConfigError("answer.context_conflict must be >= 0 nats (0 = contrast at every step)")
         if not 0 <= self.plausibility < 1:
             raise ConfigError("answer.plausibility must be in [0, 1) (0 = every token eligible)")
         if not (math.isfinite(self.support_threshold) and math.isfinite(self.support_copy_threshold)):

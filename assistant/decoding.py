@@ -14,7 +14,7 @@ from typing import Callable, Collection, Iterator, Sequence
 
 import torch
 
-from .grounding import grounded_doc_logprobs, grounded_mixture_logprobs
+from .grounding import contradicted, grounded_doc_logprobs, grounded_mixture_logprobs, where_contradicted
 from .lockstep import LockstepBatch
 from .marginals import rag_token_marginalize
 
@@ -42,6 +42,7 @@ class Contrast:
     beta: float = 0.0
     target: str = "chunk"  # "chunk": contrast each chunk's distribution, then mix; "mixture": mix, then contrast
     penalty_only: bool = False  # only lower the tokens a chunk made less likely than ∅ (PMI < 0); raise none
+    conflict: float = 0.0  # > 0: contrast only at steps where a chunk contradicts plain decoding's token (PMI < −conflict)
 
     @property
     def active(self) -> bool:
@@ -54,8 +55,11 @@ def contrasted_row(contrast: Contrast) -> Combine:
 
     def combine(row_logprobs: torch.Tensor) -> torch.Tensor:
         doc, null = row_logprobs[:, :1], row_logprobs[:, 1]  # (beams, 1, V), (beams, V)
-        return grounded_doc_logprobs(doc, null, contrast.alpha, contrast.adaptive, contrast.beta,
-                                     contrast.penalty_only)[:, 0]  # (beams, V)
+        out = grounded_doc_logprobs(doc, null, contrast.alpha, contrast.adaptive, contrast.beta,
+                                    contrast.penalty_only)[:, 0]  # (beams, V)
+        if contrast.conflict <= 0 or not contrast.active:
+            return out
+        return where_contradicted(contradicted(doc, null, doc[:, 0], contrast.conflict), out, doc[:, 0])
 
     return combine
 
@@ -66,14 +70,20 @@ def grounded_mixture(doc_logprior: torch.Tensor, contrast: Contrast) -> Combine:
     row only serves as the reference. With an inactive contrast this is :func:`mixture` of the k rows."""
     k = doc_logprior.shape[0]
 
-    def combine(row_logprobs: torch.Tensor) -> torch.Tensor:
-        docs, null = row_logprobs[:, :k], row_logprobs[:, k]  # (beams, k, V), (beams, V)
+    def contrasted(docs: torch.Tensor, null: torch.Tensor) -> torch.Tensor:
         if contrast.target == "mixture":
             return grounded_mixture_logprobs(docs, null, doc_logprior, contrast.alpha, contrast.adaptive, contrast.beta,
                                              contrast.penalty_only)
         docs = grounded_doc_logprobs(docs, null, contrast.alpha, contrast.adaptive, contrast.beta,
                                      contrast.penalty_only)  # (beams, k, V)
         return rag_token_marginalize(docs, doc_logprior)  # (beams, V)
+
+    def combine(row_logprobs: torch.Tensor) -> torch.Tensor:
+        docs, null = row_logprobs[:, :k], row_logprobs[:, k]  # (beams, k, V), (beams, V)
+        if contrast.conflict <= 0 or not contrast.active:
+            return contrasted(docs, null)
+        plain = rag_token_marginalize(docs, doc_logprior)  # (beams, V)
+        return where_contradicted(contradicted(docs, null, plain, contrast.conflict), contrasted(docs, null), plain)
 
     return combine
 

@@ -90,6 +90,27 @@ def plausible(doc_logprobs: torch.Tensor, beta: float) -> torch.Tensor:
     return doc_logprobs >= best + math.log(beta)  # (..., k, V)
 
 
+def contradicted(doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor, plain_logprobs: torch.Tensor,
+                 threshold: float) -> torch.Tensor:
+    """Where a retrieved chunk contradicts what plain decoding would say: the token ŷ that the plain
+    distribution ranks first is one some chunk made at least e^threshold times less likely than the
+    model's memory, PMI_z(ŷ) < −threshold. A chunk that says nothing about ŷ leaves its PMI near 0, one
+    that confirms it raises it; only a chunk stating something else pushes it down (the capital the
+    document names instead of the one the model remembers).
+
+    doc_logprobs: (..., k, V); null_logprobs: (..., V); plain_logprobs: (..., V).  Returns bool (...).
+    """
+    top = plain_logprobs.argmax(dim=-1, keepdim=True)  # (..., 1)
+    doc_top = doc_logprobs.gather(-1, top.unsqueeze(-2).expand(*doc_logprobs.shape[:-1], 1)).squeeze(-1)  # (..., k)
+    return (doc_top - null_logprobs.gather(-1, top)).min(dim=-1).values < -threshold  # (...)
+
+
+def where_contradicted(gate: torch.Tensor | None, contrasted: torch.Tensor, plain: torch.Tensor) -> torch.Tensor:
+    """The contrasted distribution at the steps the gate marks (every step with no gate), plain RAG elsewhere.
+    gate: bool (...) or None; contrasted, plain: (..., V)."""
+    return contrasted if gate is None else torch.where(gate.unsqueeze(-1), contrasted, plain)
+
+
 def grounded_doc_logprobs(
     doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor, alpha: float, adaptive: bool, beta: float,
     penalty_only: bool = False,

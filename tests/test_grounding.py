@@ -115,6 +115,28 @@ def test_the_penalty_only_contrast_of_the_mixture():
     assert torch.allclose(via, whole, atol=1e-6)
 
 
+def test_the_conflict_gate_contrasts_only_where_a_chunk_contradicts_plain_decoding():
+    """Vocabulary (Baku, Yerevan, other); four silent chunks (the model's memory) and one more.
+    When that chunk states Yerevan it lowers Baku ninefold (PMI −2.2 < −2): contrast. When it
+    confirms Baku: plain RAG-Token, exactly."""
+    from assistant.grounding import contradicted
+    memory = torch.log(torch.tensor([0.90, 0.0001, 0.0999]))
+    prior = torch.log(torch.tensor([0.2425] * 4 + [0.03]))
+    gated = Contrast(alpha=1.0, beta=0.1, target="mixture", conflict=2.0)
+    for other, conflict in (([0.10, 0.80, 0.10], True), ([0.95, 0.0001, 0.0499], False)):
+        docs = torch.stack([memory] * 4 + [torch.log(torch.tensor(other))])  # (k, V)
+        plain = torch.logsumexp(docs + prior[:, None], dim=0)
+        assert bool(contradicted(docs, memory, plain, 2.0)) is conflict
+        rows = torch.cat([docs, memory.unsqueeze(0)]).unsqueeze(0)  # (1, k + 1, V)
+        out = grounded_mixture(prior, gated)(rows)[0]
+        always = grounded_mixture(prior, Contrast(alpha=1.0, beta=0.1, target="mixture"))(rows)[0]
+        assert torch.equal(out, always if conflict else plain)
+    assert int(out.argmax()) == 0  # the confirmed memory stays
+    docs = torch.stack([memory] * 4 + [torch.log(torch.tensor([0.10, 0.80, 0.10]))])
+    assert int(grounded_mixture(prior, gated)(torch.cat([docs, memory.unsqueeze(0)]).unsqueeze(0))[0].argmax()) == 1
+    assert not bool(contradicted(docs, memory, torch.logsumexp(docs + prior[:, None], dim=0), 2.5))  # 9x < e^2.5
+
+
 def test_a_token_the_null_document_rules_out_stays_finite():
     p = torch.log(torch.tensor([[0.5, 0.5]]))
     q = torch.log(torch.tensor([1.0, 0.0]))

@@ -44,7 +44,7 @@ def stream_grounded(
 
 def contrast_of(config: AnswerConfig) -> Contrast:
     return Contrast(config.context_weight, config.context_weight_adaptive, config.plausibility, config.context_contrast,
-                    config.context_penalty_only)
+                    config.context_penalty_only, config.context_conflict)
 
 
 def _decode(
