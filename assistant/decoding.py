@@ -14,7 +14,13 @@ from typing import Callable, Collection, Iterator, Sequence
 
 import torch
 
-from .grounding import contradicted, grounded_doc_logprobs, grounded_mixture_logprobs, where_contradicted
+from .grounding import (
+    contradicted,
+    follow_contradicting,
+    grounded_doc_logprobs,
+    grounded_mixture_logprobs,
+    where_contradicted,
+)
 from .lockstep import LockstepBatch
 from .marginals import rag_token_marginalize
 
@@ -40,13 +46,14 @@ class Contrast:
     alpha: float = 0.0
     adaptive: bool = False
     beta: float = 0.0
-    target: str = "chunk"  # "chunk": contrast each chunk's distribution, then mix; "mixture": mix, then contrast
+    target: str = "chunk"  # "chunk": contrast each chunk's distribution, then mix; "mixture": mix, then contrast;
+    # "follow": at a contradicted step (``conflict``) decode from the contradicting chunk alone
     penalty_only: bool = False  # only lower the tokens a chunk made less likely than ∅ (PMI < 0); raise none
     conflict: float = 0.0  # > 0: contrast only at steps where a chunk contradicts plain decoding's token (PMI < −conflict)
 
     @property
     def active(self) -> bool:
-        return self.adaptive or self.alpha != 0 or self.beta > 0
+        return self.adaptive or self.alpha != 0 or self.beta > 0 or (self.target == "follow" and self.conflict > 0)
 
 
 def contrasted_row(contrast: Contrast) -> Combine:
@@ -71,6 +78,8 @@ def grounded_mixture(doc_logprior: torch.Tensor, contrast: Contrast) -> Combine:
     k = doc_logprior.shape[0]
 
     def contrasted(docs: torch.Tensor, null: torch.Tensor) -> torch.Tensor:
+        if contrast.target == "follow":
+            return follow_contradicting(docs, null, rag_token_marginalize(docs, doc_logprior))
         if contrast.target == "mixture":
             return grounded_mixture_logprobs(docs, null, doc_logprior, contrast.alpha, contrast.adaptive, contrast.beta,
                                              contrast.penalty_only)

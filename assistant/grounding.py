@@ -105,6 +105,28 @@ def contradicted(doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor, plain_
     return (doc_top - null_logprobs.gather(-1, top)).min(dim=-1).values < -threshold  # (...)
 
 
+def contradicting_chunk(doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor, plain_logprobs: torch.Tensor) -> torch.Tensor:
+    """The chunk that lowers plain decoding's top token most below the model's memory: argmin_z PMI_z(ŷ).
+
+    doc_logprobs: (..., k, V); null_logprobs: (..., V); plain_logprobs: (..., V).  Returns long (...).
+    """
+    top = plain_logprobs.argmax(dim=-1, keepdim=True)  # (..., 1)
+    doc_top = doc_logprobs.gather(-1, top.unsqueeze(-2).expand(*doc_logprobs.shape[:-1], 1)).squeeze(-1)  # (..., k)
+    return doc_top.argmin(dim=-1)  # (...)
+
+
+def follow_contradicting(doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor, plain_logprobs: torch.Tensor) -> torch.Tensor:
+    """The distribution of the chunk that contradicts plain decoding most (:func:`contradicting_chunk`):
+    where a document states something else than what the model remembers, the answer goes on as that
+    document alone would have it (a single chunk's own distribution, as fluent as any RAG prompt).
+
+    doc_logprobs: (..., k, V); null_logprobs: (..., V); plain_logprobs: (..., V).  Returns (..., V).
+    """
+    z = contradicting_chunk(doc_logprobs, null_logprobs, plain_logprobs)  # (...)
+    index = z.unsqueeze(-1).unsqueeze(-1).expand(*doc_logprobs.shape[:-2], 1, doc_logprobs.shape[-1])  # (..., 1, V)
+    return doc_logprobs.gather(-2, index).squeeze(-2)  # (..., V)
+
+
 def where_contradicted(gate: torch.Tensor | None, contrasted: torch.Tensor, plain: torch.Tensor) -> torch.Tensor:
     """The contrasted distribution at the steps the gate marks (every step with no gate), plain RAG elsewhere.
     gate: bool (...) or None; contrasted, plain: (..., V)."""

@@ -137,6 +137,28 @@ def test_the_conflict_gate_contrasts_only_where_a_chunk_contradicts_plain_decodi
     assert not bool(contradicted(docs, memory, torch.logsumexp(docs + prior[:, None], dim=0), 2.5))  # 9x < e^2.5
 
 
+def test_follow_decodes_a_contradicted_step_from_the_contradicting_chunk_alone():
+    """Silent chunks (the model's memory), one stating Yerevan, one confirming nothing: plain RAG says
+    Baku; the stating chunk lowers Baku ninefold, so the step is decoded from that chunk: Yerevan."""
+    from assistant.grounding import contradicting_chunk, follow_contradicting
+    memory = torch.log(torch.tensor([0.90, 0.0001, 0.0999]))
+    stating = torch.log(torch.tensor([0.10, 0.80, 0.10]))
+    docs = torch.stack([memory, memory, stating, memory])  # (k, V)
+    prior = torch.log(torch.tensor([0.4, 0.3, 0.1, 0.2]))
+    plain = torch.logsumexp(docs + prior[:, None], dim=0)
+    assert int(plain.argmax()) == 0 and int(contradicting_chunk(docs, memory, plain)) == 2
+    assert torch.equal(follow_contradicting(docs, memory, plain), stating)
+    rows = torch.cat([docs, memory.unsqueeze(0)]).unsqueeze(0)  # (1, k + 1, V)
+    follow = Contrast(target="follow", conflict=2.0)
+    assert follow.active and torch.equal(grounded_mixture(prior, follow)(rows)[0], stating)
+    # a chunk that confirms the memory: no contradicted step, plain RAG-Token exactly
+    agree = torch.stack([memory, memory, torch.log(torch.tensor([0.95, 0.0001, 0.0499])), memory])
+    rows = torch.cat([agree, memory.unsqueeze(0)]).unsqueeze(0)
+    assert torch.equal(grounded_mixture(prior, follow)(rows)[0], mixture(prior)(rows[:, :4])[0])
+    with pytest.raises(Exception, match="context_conflict"):
+        AnswerConfig(context_contrast="follow")
+
+
 def test_a_token_the_null_document_rules_out_stays_finite():
     p = torch.log(torch.tensor([[0.5, 0.5]]))
     q = torch.log(torch.tensor([1.0, 0.0]))
