@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator, Protocol, Sequence
 
-from knowledge.errors import IndexError_
+from knowledge.errors import IndexUnusableError
 from knowledge.registry import load_plugin, registered_names
 from knowledge.types import Hit
 
@@ -80,7 +80,7 @@ class DialogueEngine:
             return answer_mode, []
         hits = self.retrieve(question, history, k)
         if not hits:
-            raise IndexError_(
+            raise IndexUnusableError(
                 "no chunks were retrieved: the knowledge index is empty; add documents to the "
                 "knowledge folder and let it sync, or ask with --mode closed-book"
             )

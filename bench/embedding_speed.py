@@ -153,7 +153,7 @@ def recall(vectors: np.ndarray, chunks: list[Chunk], kb: KnowledgeBase, queries,
         top = np.argsort(-sims[qi])[:n]
         dense = [(chunks[i].chunk_id, float(sims[qi, i])) for i in top]
         sparse = kb.retriever.search_bm25(q.question, n)
-        src = {**source, **{h.chunk_id: h.source for h in sparse}}
+        src = {**source, **{h.chunk_id: h.doc_id for h in sparse}}
         fused = fuse([dense, [(h.chunk_id, h.score) for h in sparse]],
                      [config.dense_weight, 1 - config.dense_weight], config.rrf_k)
         order = sorted(fused, key=lambda c: (-fused[c], c))

@@ -63,7 +63,7 @@ def candidates(kb: KnowledgeBase, queries: list[Query], n: int) -> list[tuple]:
     for q in queries:
         dense = kb.retriever.search_dense(q.question, n)
         sparse = kb.retriever.search_bm25(q.question, n)
-        source = {h.chunk_id: h.source for h in dense + sparse}
+        source = {h.chunk_id: h.doc_id for h in dense + sparse}
         vector = kb.store.embedder.embed_batch([q.question])[0]  # (D,)
         exact = kb.store.dense.similarities(vector, [h.chunk_id for h in sparse])
         bm25_of = kb.store.bm25.scores_of(q.question, [h.chunk_id for h in dense])

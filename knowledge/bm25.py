@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_writer
-from .errors import IndexError_
+from .errors import IndexUnusableError
 from .text_tokens import TOKENIZER_VERSION, tokenize
 
 FORMAT_VERSION = 1
@@ -329,10 +329,10 @@ class BM25Index:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BM25Index:
-        """Read an index written by ``save``; IndexError_ if it is missing, corrupt or outdated."""
+        """Read an index written by ``save``; IndexUnusableError if it is missing, corrupt or outdated."""
 
-        def fail(why: str) -> IndexError_:
-            return IndexError_(f"BM25 index {path} {why}: run `footnotes reindex` to rebuild it")
+        def fail(why: str) -> IndexUnusableError:
+            return IndexUnusableError(f"BM25 index {path} {why}: run `footnotes reindex` to rebuild it")
 
         try:
             with np.load(path, allow_pickle=False) as z:

@@ -18,7 +18,7 @@ import numpy as np
 from .atomic import write_atomic
 from .config import IndexConfig
 from .embedding import Embedder
-from .errors import IndexError_
+from .errors import IndexUnusableError
 
 _BATCH = 1000
 _ID_FILE = "chroma-id"
@@ -33,7 +33,7 @@ class _OwnEmbeddingFunction:
 
     def __call__(self, input: Sequence[str]) -> list[np.ndarray]:  # noqa: A002 - Chroma's name
         if self._embedder is None:
-            raise IndexError_("the dense index was asked to embed text without an embedder")
+            raise IndexUnusableError("the dense index was asked to embed text without an embedder")
         return list(self._embedder.embed(list(input)))
 
     def embed_query(self, input: Sequence[str]) -> list[np.ndarray]:  # noqa: A002
@@ -86,9 +86,9 @@ def _data_dir_id(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def _server_down(config: IndexConfig, exc: Exception) -> IndexError_:
+def _server_down(config: IndexConfig, exc: Exception) -> IndexUnusableError:
     where = f"{config.chroma_host}:{config.chroma_port}"
-    return IndexError_(
+    return IndexUnusableError(
         f"the Chroma server at http://{where} does not answer ({exc}); start it again with "
         f"`chroma run --host {config.chroma_host} --port {config.chroma_port} --path DIR` (the DIR it served "
         'before; Footnotes reconnects by itself), or set [index] chroma = "embedded" in the config file'
@@ -107,13 +107,13 @@ def _client(config: IndexConfig, data_dir: Path):
     except Exception as exc:  # chromadb raises bare Exceptions for connection and store problems
         if config.chroma == "http":
             raise _server_down(config, exc) from None
-        raise IndexError_(
+        raise IndexUnusableError(
             f"cannot open the Chroma store at {data_dir / 'chroma'} ({exc}); run `footnotes reindex` to rebuild it"
         ) from None
 
 
 def _reports_server_down(method: Callable[..., T]) -> Callable[..., T]:
-    """A Chroma server that stops answering, or lost this data dir's collection, is one clear IndexError_.
+    """A Chroma server that stops answering, or lost this data dir's collection, is one clear IndexUnusableError.
 
     The HTTP client reconnects by itself: the next call after the server is back works."""
 
@@ -124,7 +124,7 @@ def _reports_server_down(method: Callable[..., T]) -> Callable[..., T]:
         except self._unreachable as exc:
             raise _server_down(self.config, exc) from None
         except self._gone:
-            raise IndexError_(
+            raise IndexUnusableError(
                 f"the collection {self.name} is gone from the Chroma server at http://{self.config.chroma_host}:"
                 f"{self.config.chroma_port} (the server lost its data, or the collection was deleted); restart "
                 "Footnotes: opening refills it from the manifest's embedding cache (or run `footnotes reindex`)"

@@ -26,7 +26,7 @@ class DocumentNotFound(DocumentError):
     status = 404
 
 
-class IndexError_(FootnotesError):
+class IndexUnusableError(FootnotesError):
     """An index (manifest, Chroma, BM25) is missing, corrupt or out of step and cannot be used as is."""
 
 

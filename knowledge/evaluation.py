@@ -48,7 +48,7 @@ def _query_of(line: str, where: str) -> Query:
 def first_gold_rank(hits: Sequence[Hit], gold: Sequence[str]) -> int | None:
     """1-based rank of the first hit from a gold file, or None."""
     wanted = set(gold)
-    return next((i for i, h in enumerate(hits, 1) if h.source in wanted), None)
+    return next((i for i, h in enumerate(hits, 1) if h.doc_id in wanted), None)
 
 
 def retrieval_metrics(ranks: Sequence[int | None], cutoffs: Sequence[int] = (1, 5, 10), mrr_at: int = 10) -> dict[str, float]:

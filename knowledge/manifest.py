@@ -18,7 +18,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from .errors import IndexError_
+from .errors import IndexUnusableError
 from .types import Chunk, Failure
 
 if TYPE_CHECKING:  # numpy and the embedding module load on first use: `footnotes status` needs neither
@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS embedding_cache (
 @dataclass(frozen=True)
 class DocumentRecord:
     doc_id: str
-    source: str
+    kind: str  # the source kind that holds it (the `source` column)
     stamp: str
     version: str
     status: str
@@ -89,31 +89,31 @@ class Manifest:
         has_meta = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
         found = self.get_meta("schema_version") if has_meta else None
         if found is not None and found != str(SCHEMA_VERSION):
-            raise IndexError_(
+            raise IndexUnusableError(
                 f"the manifest {self.path} has schema version {found}, this Footnotes reads version "
                 f"{SCHEMA_VERSION}; run `footnotes reindex` to rebuild the indexes from your documents"
             )
 
     @contextmanager
     def _use(self) -> Iterator[None]:
-        """Hold the lock; an SQLite error becomes an IndexError_ that says which file and how to fix it."""
+        """Hold the lock; an SQLite error becomes an IndexUnusableError that says which file and how to fix it."""
         with self._lock:
             try:
                 yield
             except sqlite3.Error as exc:
-                raise IndexError_(_explain(self.path, exc)) from None
+                raise IndexUnusableError(_explain(self.path, exc)) from None
 
     def close(self) -> None:
         with self._use():
             self._db.close()
 
     def check(self) -> None:
-        """IndexError_ (what to run) unless every page of the database is whole (SQLite's quick_check:
+        """IndexUnusableError (what to run) unless every page of the database is whole (SQLite's quick_check:
         a count alone would not read a damaged page)."""
         with self._use():
             problems = [r[0] for r in self._db.execute("PRAGMA quick_check(1)")]
         if problems != ["ok"]:
-            raise IndexError_(_explain(self.path, sqlite3.DatabaseError("damaged: " + " ".join(str(problems[0]).split()).replace("*** in database main *** ", ""))))
+            raise IndexUnusableError(_explain(self.path, sqlite3.DatabaseError("damaged: " + " ".join(str(problems[0]).split()).replace("*** in database main *** ", ""))))
 
     # -- meta ---------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -134,12 +134,12 @@ class Manifest:
             ).fetchone()
         return DocumentRecord(*row) if row else None
 
-    def documents(self, source: str | None = None) -> list[DocumentRecord]:
+    def documents(self, kind: str | None = None) -> list[DocumentRecord]:
         sql = "SELECT doc_id, source, stamp, version, status, error, updated_at FROM documents"
         args: tuple = ()
-        if source is not None:
+        if kind is not None:
             sql += " WHERE source = ?"
-            args = (source,)
+            args = (kind,)
         with self._use():
             return [DocumentRecord(*r) for r in self._db.execute(sql + " ORDER BY doc_id", args)]
 
@@ -155,7 +155,7 @@ class Manifest:
             self._db.execute(
                 "INSERT OR REPLACE INTO documents (doc_id, source, stamp, version, status, error, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (record.doc_id, record.source, record.stamp, record.version, record.status, record.error,
+                (record.doc_id, record.kind, record.stamp, record.version, record.status, record.error,
                  record.updated_at),
             )
             self._db.executemany(

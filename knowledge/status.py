@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .config import KnowledgeConfig
-from .errors import IndexError_
+from .errors import IndexUnusableError
 from .types import INDEX_TEXT_VERSION, Failure
 
 MANIFEST_FILE = "manifest.sqlite3"
@@ -51,8 +51,8 @@ class Status:
         }
 
 
-def no_knowledge_base(data_dir: Path) -> IndexError_:
-    return IndexError_(f"there is no knowledge base in {data_dir}; run `footnotes ingest DIR` to build "
+def no_knowledge_base(data_dir: Path) -> IndexUnusableError:
+    return IndexUnusableError(f"there is no knowledge base in {data_dir}; run `footnotes ingest DIR` to build "
                        "one from a folder, or pass the --data-dir it was built in")
 
 
@@ -61,11 +61,11 @@ def embedding_signature(embedder_name: str) -> str:
     return f"{embedder_name}|index-text-v{INDEX_TEXT_VERSION}"
 
 
-def embedder_mismatch(stored: str | None, signature: str, data_dir: Path) -> IndexError_ | None:
+def embedder_mismatch(stored: str | None, signature: str, data_dir: Path) -> IndexUnusableError | None:
     """The error a reader gets when the indexes were built with another embedding signature."""
     if stored is None or stored == signature:
         return None
-    return IndexError_(
+    return IndexUnusableError(
         f"the indexes in {data_dir} were built with {stored.split('|')[0]}, the config asks for "
         f"{signature.split('|')[0]}; run `footnotes reindex` (or restart `footnotes watch`/`serve`) to "
         "re-embed, or set embedding.model and embedding.dtype back"
@@ -136,11 +136,11 @@ def chroma_count(config: KnowledgeConfig, data_dir: Path) -> int:
     try:
         dense = DenseIndex(config.index, data_dir)
         return dense.count()
-    except IndexError_:
+    except IndexUnusableError:
         raise
     except Exception as exc:  # noqa: BLE001 - chromadb raises bare and internal errors for damaged stores
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise IndexError_(f"the Chroma store in {data_dir / 'chroma'} is unusable ({first}); run "
+        raise IndexUnusableError(f"the Chroma store in {data_dir / 'chroma'} is unusable ({first}); run "
                           "`footnotes reindex` to rebuild it") from None
     finally:
         if dense is not None:

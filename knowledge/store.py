@@ -8,7 +8,7 @@ Opening checks every derived index. What is cheap to rebuild is rebuilt by a wri
 warning: an unreadable or outdated ``bm25.npz`` (from the manifest's chunk texts), an embedded Chroma
 store that does not open or holds vectors that are not this embedder's (from the manifest's
 embedding cache, embedding only what the cache lacks). A reader, and a broken manifest, get an
-IndexError_ that says what to run. A write that fails (disk full, permission denied) is an IndexError_
+IndexUnusableError that says what to run. A write that fails (disk full, permission denied) is an IndexUnusableError
 naming the index; the indexes as they were stay usable and the next sync reconciles first.
 """
 
@@ -28,7 +28,7 @@ from .bm25 import BM25Index
 from .config import KnowledgeConfig
 from .dense import DenseIndex
 from .embedding import Embedder, text_hash
-from .errors import IndexError_
+from .errors import IndexUnusableError
 from .manifest import Manifest
 from .status import MANIFEST_FILE, Status, embedder_mismatch, embedding_signature, no_knowledge_base
 from .progress import NoProgress, Progress
@@ -67,7 +67,7 @@ class KnowledgeStore:
             return BM25Index()
         try:
             return BM25Index.load(self.bm25_path)
-        except IndexError_ as exc:  # derived data: rebuilt from the manifest by reconcile
+        except IndexUnusableError as exc:  # derived data: rebuilt from the manifest by reconcile
             log.warning("%s; rebuilding it from the manifest", exc)
             return BM25Index()
 
@@ -82,9 +82,9 @@ class KnowledgeStore:
             if dense is not None:
                 dense.close()
             if not self.write or self.config.index.chroma != "embedded":
-                if isinstance(exc, IndexError_):
+                if isinstance(exc, IndexUnusableError):
                     raise
-                raise IndexError_(f"the Chroma store in {self.data_dir / 'chroma'} is unusable "
+                raise IndexUnusableError(f"the Chroma store in {self.data_dir / 'chroma'} is unusable "
                                   f"({_first_line(exc)}); run `footnotes reindex` to rebuild it") from None
             log.warning("the Chroma store in %s is unusable (%s); rebuilding it from the manifest and the "
                         "embedding cache", self.data_dir / "chroma", _first_line(exc))
@@ -141,13 +141,13 @@ class KnowledgeStore:
 
     @contextmanager
     def _writing(self, what: str) -> Iterator[None]:
-        """An OSError (disk full, permission denied) becomes an IndexError_ naming ``what``; any failure
+        """An OSError (disk full, permission denied) becomes an IndexUnusableError naming ``what``; any failure
         marks the store dirty so the next sync reconciles."""
         try:
             yield
         except OSError as exc:
             self.dirty = True
-            raise IndexError_(
+            raise IndexUnusableError(
                 f"could not write {what} ({exc.strerror or exc}); free disk space or make {self.data_dir} "
                 "writable, then sync again: the indexes as they were stay usable"
             ) from None
@@ -183,7 +183,7 @@ class KnowledgeStore:
                 self.manifest.prune_embedding_cache_fully()  # what a crash or an older version left behind
                 self.dirty = False
             elif not self._dense_vectors_are_ours():
-                raise IndexError_(f"the Chroma store in {self.data_dir} holds vectors that are not "
+                raise IndexUnusableError(f"the Chroma store in {self.data_dir} holds vectors that are not "
                                   f"{self.embedder.name}'s; run `footnotes reindex` to rebuild it")
             return fixed
 
@@ -278,7 +278,7 @@ def take_writer_lock(data_dir: Path):
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise IndexError_(
+        raise IndexUnusableError(
             f"the data dir {data_dir} is being written by {holder}; stop it first, or let that process "
             "(e.g. `footnotes watch` or `footnotes serve`) keep the folder in sync"
         ) from None

@@ -52,10 +52,10 @@ class _Prepared:
 class Syncer:
     """Applies a source's documents to a KnowledgeStore."""
 
-    def __init__(self, store: KnowledgeStore, source: Source, source_name: str | None = None) -> None:
+    def __init__(self, store: KnowledgeStore, source: Source, kind: str | None = None) -> None:
         self.store = store
         self.source = source
-        self.name = source_name or source.kind
+        self.kind = kind or source.kind  # what the manifest records the source's documents under
         cfg = store.config
         self._chunking_signature = (
             f"{store.embedder.name}/{cfg.chunking.size_tokens}/{cfg.chunking.overlap_tokens}"
@@ -75,7 +75,7 @@ class Syncer:
 
     def _sync(self, change: Change | None, progress: Progress) -> SyncReport:
         full = change is None or change.everything
-        rechunk = self.store.manifest.get_meta(f"chunking:{self.name}") != self._chunking_signature
+        rechunk = self.store.manifest.get_meta(f"chunking:{self.kind}") != self._chunking_signature
         current, gone = self._diff(change, full)
         work = [ref for ref in current if self._stale(ref, force=rechunk and full)]
         for doc_id in gone:
@@ -86,13 +86,13 @@ class Syncer:
         stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         self.store.manifest.set_meta("last_sync", stamp)
         if full:
-            self.store.manifest.set_meta(f"chunking:{self.name}", self._chunking_signature)
+            self.store.manifest.set_meta(f"chunking:{self.kind}", self._chunking_signature)
         return tally.report(gone, unchanged=len(current) - len(work))
 
     # -- deciding what to do ------------------------------------------------------------------
     def _diff(self, change: Change | None, full: bool) -> tuple[list[DocumentRef], list[str]]:
         """The documents to look at now, and the ids that left the source."""
-        known = {d.doc_id: d for d in self.store.manifest.documents(self.name)}
+        known = {d.doc_id: d for d in self.store.manifest.documents(self.kind)}
         if full:
             current = list(self.source.documents())
             listed = {r.doc_id for r in current}
@@ -121,7 +121,7 @@ class Syncer:
         try:
             return self.source.ref(doc_id)
         except Exception:  # noqa: BLE001 - the edge of one document
-            log.exception("could not look up %s in the %s source; treating it as gone", doc_id, self.name)
+            log.exception("could not look up %s in the %s source; treating it as gone", doc_id, self.kind)
             return None
 
     def _stale(self, ref: DocumentRef, force: bool) -> bool:
@@ -173,7 +173,7 @@ class Syncer:
         return _Prepared(DocumentRef(ref.doc_id, raw.stamp or ref.stamp), version, tuple(chunks))
 
     def _rechunk_needed(self) -> bool:
-        return self.store.manifest.get_meta(f"chunking:{self.name}") != self._chunking_signature
+        return self.store.manifest.get_meta(f"chunking:{self.kind}") != self._chunking_signature
 
     def _commit(self, group: list[_Prepared], progress: Progress, out: _Tally) -> None:
         if not group:
@@ -188,7 +188,7 @@ class Syncer:
         for p in group:
             existed = store.manifest.document(p.ref.doc_id) is not None
             store.manifest.replace_document(
-                DocumentRecord(p.ref.doc_id, self.name, p.ref.stamp, p.version, "indexed", "", now()), p.chunks
+                DocumentRecord(p.ref.doc_id, self.kind, p.ref.stamp, p.version, "indexed", "", now()), p.chunks
             )
             store.drop_chunks(sorted(old_ids[p.ref.doc_id] - {c.chunk_id for c in p.chunks}))
             (out.updated if existed else out.added).append(p.ref.doc_id)
@@ -201,7 +201,7 @@ class Syncer:
         """Record a failure; the document's old chunks leave the indexes (never serve stale text)."""
         old = self.store.manifest.chunk_ids_of(ref.doc_id)
         self.store.manifest.replace_document(
-            DocumentRecord(ref.doc_id, self.name, ref.stamp, "", "failed", error, now()), []
+            DocumentRecord(ref.doc_id, self.kind, ref.stamp, "", "failed", error, now()), []
         )
         self.store.drop_chunks(sorted(old))
 

@@ -82,7 +82,7 @@ class Hit:
         return self.chunk.chunk_id
 
     @property
-    def source(self) -> str:
+    def doc_id(self) -> str:
         return self.chunk.doc_id
 
     def to_json(self) -> dict:

@@ -11,7 +11,7 @@ import pytest
 from rank_bm25 import BM25Okapi
 
 from knowledge.bm25 import BM25Index
-from knowledge.errors import IndexError_
+from knowledge.errors import IndexUnusableError
 from knowledge.text_tokens import tokenize
 
 TEXTS = [
@@ -301,5 +301,5 @@ def test_unusable_file_raises_index_error_saying_to_reindex(tmp_path, index, dam
     path = tmp_path / "bm25.npz"
     index.save(path)
     damage(path)
-    with pytest.raises(IndexError_, match="footnotes reindex"):
+    with pytest.raises(IndexUnusableError, match="footnotes reindex"):
         BM25Index.load(path)

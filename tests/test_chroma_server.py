@@ -13,7 +13,7 @@ import pytest
 
 from knowledge.config import IndexConfig
 from knowledge.dense import collection_name
-from knowledge.errors import IndexError_
+from knowledge.errors import IndexUnusableError
 from knowledge.kb import KnowledgeBase
 from knowledge.reindex import wipe_indexes
 from scripts.chroma_server import ChromaServer
@@ -52,7 +52,7 @@ def sources(hits) -> list[str]:
     return [h.chunk.doc_id for h in hits]
 
 
-def assert_names_the_server(exc: IndexError_, server: ChromaServer) -> None:
+def assert_names_the_server(exc: IndexUnusableError, server: ChromaServer) -> None:
     message = str(exc)
     assert f"Chroma server at {server.url}" in message and "chroma run" in message, message
     assert "\n" not in message and "Traceback" not in message and "reindex" not in message
@@ -66,10 +66,10 @@ def test_search_while_the_server_is_down_is_a_clear_error_then_recovers(server, 
     assert sources(before)[0] == "curie.md"
 
     server.kill()
-    with pytest.raises(IndexError_) as down:
+    with pytest.raises(IndexUnusableError) as down:
         kb.retriever.search("Where was Marie Curie born?", 3)
     assert_names_the_server(down.value, server)
-    with pytest.raises(IndexError_):
+    with pytest.raises(IndexUnusableError):
         kb.store.status()
 
     server.start()  # same port, same data: the client reconnects by itself
@@ -87,7 +87,7 @@ def test_sync_while_the_server_is_down_loses_nothing(server, config, folder, ope
     server.kill()
     write(folder, {"coffee.md": "# Coffee\n\nEspresso needs finely ground beans and hot water under pressure.\n",
                    "tea.md": "# Tea\n\nOolong tea is partly oxidised, between green and black tea.\n"})
-    with pytest.raises(IndexError_) as down:
+    with pytest.raises(IndexUnusableError) as down:
         kb.sync()
     assert_names_the_server(down.value, server)
     assert kb.store.manifest.all_chunk_ids() == chunks_before  # nothing recorded that the index lacks
@@ -109,7 +109,7 @@ def test_a_delete_while_the_server_is_down_never_serves_the_deleted_text(server,
 
     server.kill()
     (folder / "ada.md").unlink()
-    with pytest.raises(IndexError_):
+    with pytest.raises(IndexUnusableError):
         kb.sync()
     assert "ada.md" not in sources(kb.retriever.search_bm25("Ada Lovelace Analytical Engine", 5))
 
@@ -126,7 +126,7 @@ def test_a_server_that_lost_its_data_is_a_clear_error_and_reopening_refills_it(s
     server.stop()
     blank = ChromaServer(server.path.parent / "blank", server.port).start()  # same port, empty data
     try:
-        with pytest.raises(IndexError_, match="is gone from the Chroma server .* restart Footnotes"):
+        with pytest.raises(IndexUnusableError, match="is gone from the Chroma server .* restart Footnotes"):
             kb.retriever.search("Where was Marie Curie born?", 3)
         kb.close()
         kb = open_kb(config)
@@ -139,7 +139,7 @@ def test_a_server_that_lost_its_data_is_a_clear_error_and_reopening_refills_it(s
 
 def test_open_while_the_server_is_down_is_a_clear_error(server, config, folder, tmp_path):
     server.stop()
-    with pytest.raises(IndexError_) as down:
+    with pytest.raises(IndexUnusableError) as down:
         KnowledgeBase.open(config, tmp_path / "data", folder=folder, embedder=HashingEmbedder())
     assert_names_the_server(down.value, server)
 

@@ -11,7 +11,7 @@ from assistant.conversation import Turn, cut_points, retrieval_query
 from assistant.engine import DialogueEngine
 from assistant.generator import Generator, load_model, locate, save_atomically
 from assistant.prompts import build_prompts
-from knowledge.errors import ConfigError, IndexError_
+from knowledge.errors import ConfigError, IndexUnusableError
 from tests import tinylm
 
 TEXTS = tinylm.FACTS
@@ -90,7 +90,7 @@ def test_k_and_empty_inputs(gen):
     with pytest.raises(ValueError):
         engine.ask("who ?", k=0)
     empty = DialogueEngine(tinylm.OverlapRetriever([]), gen, AnswerConfig(max_new_tokens=2))
-    with pytest.raises(IndexError_, match="closed-book"):
+    with pytest.raises(IndexUnusableError, match="closed-book"):
         empty.ask("who ?")
     assert isinstance(empty.ask("who ?", mode="closed-book"), Answer)
 

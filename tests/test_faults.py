@@ -21,7 +21,7 @@ import pytest
 
 from knowledge.bm25 import BM25Index
 from knowledge.dense import DenseIndex
-from knowledge.errors import IndexError_
+from knowledge.errors import IndexUnusableError
 from knowledge.kb import KnowledgeBase
 from tests.conftest import assert_consistent, small_config
 from tests.test_crash_safety import make_corpus
@@ -246,12 +246,12 @@ def test_chroma_holding_foreign_vectors_is_caught_by_the_probe(folder, open_kb, 
     noise = rng.normal(size=(len(ids), 64)).astype(np.float32)
     kb.store.dense.upsert(ids, noise / np.linalg.norm(noise, axis=1, keepdims=True), ["x"] * len(ids))
     kb.close()
-    with pytest.raises(IndexError_, match="not hashing-64's; run `footnotes reindex`"):
+    with pytest.raises(IndexUnusableError, match="not hashing-64's; run `footnotes reindex`"):
         reopen(tmp_path / "data", folder, write=False)
     writer = reopen(tmp_path / "data", folder)
     try:
         hits = writer.retriever.search_dense("kettle whistles water boils", 1)
-        assert hits[0].source == "kettle.md" and hits[0].dense_score > 0.5
+        assert hits[0].doc_id == "kettle.md" and hits[0].dense_score > 0.5
         assert_consistent(writer)
     finally:
         writer.close()
@@ -265,13 +265,13 @@ def test_embedding_model_change_re_embeds_for_a_writer_and_stops_a_reader(folder
     first.sync()
     first.close()
     other = HashingEmbedder(dim=32)  # another model (name and size); an int8 -> float32 switch is the same case
-    with pytest.raises(IndexError_, match="built with hashing-64, the config asks for hashing-32"):
+    with pytest.raises(IndexUnusableError, match="built with hashing-64, the config asks for hashing-32"):
         reopen(data, folder, write=False, embedder=other)
     writer = reopen(data, folder, embedder=other)
     try:
         assert writer.store.dense.count() == writer.store.manifest.chunk_count()
         hit = writer.retriever.search_dense("kettle whistles water boils", 1)[0]
-        assert hit.source == "kettle.md" and hit.dense_score > 0.5
+        assert hit.doc_id == "kettle.md" and hit.dense_score > 0.5
         writer.sync()
         assert_consistent(writer)
     finally:
@@ -344,14 +344,14 @@ def test_failed_write_is_reported_keeps_the_old_state_and_the_next_sync_converge
     (folder / "teapot.md").write_text("# Teapot\n\nA teapot keeps the brew warm.\n")
     with monkeypatch.context() as patch:
         inject(patch, kb) if case.startswith("manifest") else inject(patch)
-        with pytest.raises(IndexError_) as failed:
+        with pytest.raises(IndexUnusableError) as failed:
             kb.sync()
     message = str(failed.value)
     assert which in message and why in message and "free disk space" in message and "sync again" in message
     assert kb.store.dirty
     # the indexes as they were still answer, and nothing half-written is served
     hits = kb.retriever.search("kettle whistles", 3)
-    assert hits[0].source == "kettle.md"
+    assert hits[0].doc_id == "kettle.md"
     known = kb.store.manifest.all_chunk_ids()
     assert all(h.chunk.chunk_id in known for h in kb.retriever.search("w1 w2 w3 teapot brew", 20))
     if case.startswith("bm25"):
@@ -360,7 +360,7 @@ def test_failed_write_is_reported_keeps_the_old_state_and_the_next_sync_converge
     assert not kb.store.dirty
     assert_consistent(kb)
     assert kb.store.manifest.all_chunk_ids() == fresh_chunk_ids(folder, tmp_path)
-    assert kb.retriever.search("teapot brew", 1)[0].source == "teapot.md"
+    assert kb.retriever.search("teapot brew", 1)[0].doc_id == "teapot.md"
 
 
 def test_failed_ingest_is_one_clear_line_on_the_command_line(folder, tmp_path, monkeypatch, capsys):

@@ -57,7 +57,7 @@ def test_retriever_with_each_fusion(folder, open_kb, fusion):
     kb = open_kb(dataclasses.replace(base, retrieval=dataclasses.replace(base.retrieval, fusion=fusion)))
     kb.sync()
     hits = kb.retriever.search("why do the tides rise", k=2)
-    assert hits[0].source == "tides.md"
+    assert hits[0].doc_id == "tides.md"
     assert hits[0].dense_score is not None and hits[0].bm25_score is not None
     assert hits[0].score >= hits[-1].score
 
@@ -79,7 +79,7 @@ def test_hybrid_recovers_a_chunk_the_dense_index_missed(folder, open_kb, monkeyp
     kb.sync()
     query = "why do the tides rise and fall"
     honest = kb.retriever.search(query, k=3)
-    tides = next(h.chunk.chunk_id for h in honest if h.source == "tides.md")
+    tides = next(h.chunk.chunk_id for h in honest if h.doc_id == "tides.md")
     exact_search = kb.store.dense.search
 
     def missing_tides(vector, k, allowed=None):
@@ -89,7 +89,7 @@ def test_hybrid_recovers_a_chunk_the_dense_index_missed(folder, open_kb, monkeyp
     recovered = kb.retriever.search(query, k=3)
     assert [h.chunk.chunk_id for h in recovered] == [h.chunk.chunk_id for h in honest]
     assert [h.score for h in recovered] == pytest.approx([h.score for h in honest], abs=1e-5)
-    assert recovered[0].source == "tides.md" and recovered[0].dense_score == pytest.approx(honest[0].dense_score, abs=1e-5)
+    assert recovered[0].doc_id == "tides.md" and recovered[0].dense_score == pytest.approx(honest[0].dense_score, abs=1e-5)
 
 
 def test_convex_tmm_by_hand():
@@ -161,5 +161,5 @@ def test_an_exact_rare_token_ranks_its_chunk_in_the_top_3(folder, open_kb, ratio
     base = small_config()
     kb = open_kb(dataclasses.replace(base, retrieval=dataclasses.replace(base.retrieval, decisive_ratio=ratio)))
     kb.sync()
-    top = [h.source for h in kb.retriever.search(token, k=3)]
+    top = [h.doc_id for h in kb.retriever.search(token, k=3)]
     assert ("config-notes.md" in top) is in_top_3, top

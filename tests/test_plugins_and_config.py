@@ -64,7 +64,7 @@ def test_third_party_source_is_found_and_indexed(memo_plugin, tmp_path):
     try:
         (report,) = kb.sync()
         assert sorted(report.added) == ["memo/1", "memo/2"]
-        assert kb.retriever.search("launch tuesday", 1)[0].source == "memo/1"
+        assert kb.retriever.search("launch tuesday", 1)[0].doc_id == "memo/1"
     finally:
         kb.close()
 

@@ -223,7 +223,7 @@ def test_a_second_writable_source_gets_uploads_and_deletes_without_ui_changes(in
         assert saved.path == drop / "otters.md" and not (folder / "otters.md").exists()
         assert service.folder() == drop  # uploads go to the first writable source of sources.kinds
         listed = {d.doc_id: d for d in service.documents()}
-        assert listed["inbox:otters.md"].status == "pending" and listed["inbox:otters.md"].source == "inbox"
+        assert listed["inbox:otters.md"].status == "pending" and listed["inbox:otters.md"].kind == "inbox"
         assert listed["inbox:otters.md"].deletable and listed["seed.md"].deletable  # both sources are writable
         service.kb.sync()
         assert service.search("otters sleep", 1)[0].chunk.doc_id == "inbox:otters.md"

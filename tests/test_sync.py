@@ -30,7 +30,7 @@ def test_ingest_then_search_finds_the_document(folder, open_kb):
     (report,) = kb.sync()
     assert sorted(report.added) == ["a.md", "notes/b.txt"]
     hits = kb.retriever.search("zebra crossing", 1)
-    assert hits[0].source == "a.md"
+    assert hits[0].doc_id == "a.md"
     assert hits[0].bm25_score > 0 and hits[0].dense_score > 0  # both retrievers found it
     chunk = hits[0].chunk
     assert (folder / "a.md").read_text()[chunk.start:chunk.end] == chunk.text
@@ -62,7 +62,7 @@ def test_edit_replaces_stale_text_and_reuses_unchanged_chunks(folder, open_kb):
     assert report.chunks_embedded == 1 and report.chunks_reused == n_before - 1  # only the edited chunk
     assert "platypus" in texts_of(kb, "doc.md") and "topic11" not in texts_of(kb, "doc.md")
     assert kb.retriever.search_bm25("topic11", 5) == []
-    assert kb.retriever.search("platypus", 1)[0].source == "doc.md"
+    assert kb.retriever.search("platypus", 1)[0].doc_id == "doc.md"
     assert_consistent(kb)
 
 
@@ -76,8 +76,8 @@ def test_delete_and_rename(folder, open_kb):
     (report,) = kb.sync()
     assert report.added == ("renamed.md",) and set(report.removed) == {"a.md", "b.md"}
     assert report.chunks_embedded == 0  # the renamed text (same heading path) was embedded before
-    assert [h.source for h in kb.retriever.search("kangaroos outback", 5)] == ["renamed.md"]
-    assert "b.md" not in {h.source for h in kb.retriever.search("penguins", 5)}
+    assert [h.doc_id for h in kb.retriever.search("kangaroos outback", 5)] == ["renamed.md"]
+    assert "b.md" not in {h.doc_id for h in kb.retriever.search("penguins", 5)}
     assert_consistent(kb)
 
 
@@ -178,8 +178,8 @@ def test_filters_by_prefix_and_type(folder, open_kb):
     kb.sync()
     from knowledge.retrieval import Filters
 
-    assert {h.source for h in kb.retriever.search("widget", 5, Filters(prefix="docs/"))} == {"docs/guide.md"}
-    assert {h.source for h in kb.retriever.search("widget", 5, Filters(suffixes=(".txt",)))} == {"notes/widget.txt"}
+    assert {h.doc_id for h in kb.retriever.search("widget", 5, Filters(prefix="docs/"))} == {"docs/guide.md"}
+    assert {h.doc_id for h in kb.retriever.search("widget", 5, Filters(suffixes=(".txt",)))} == {"notes/widget.txt"}
 
 
 def test_reconcile_repairs_orphans_and_gaps(folder, open_kb):
@@ -200,7 +200,7 @@ def test_reconcile_repairs_orphans_and_gaps(folder, open_kb):
 def test_second_writer_is_refused_but_readers_are_welcome(folder, open_kb, tmp_path):
     import pytest
 
-    from knowledge.errors import IndexError_
+    from knowledge.errors import IndexUnusableError
     from knowledge.kb import KnowledgeBase
     from tests.conftest import small_config
     from tests.fakes import HashingEmbedder
@@ -208,10 +208,10 @@ def test_second_writer_is_refused_but_readers_are_welcome(folder, open_kb, tmp_p
     write(folder / "a.md", "Readers can search while a writer holds the data dir.\n")
     kb = open_kb()
     kb.sync()
-    with pytest.raises(IndexError_, match="being written by pid"):
+    with pytest.raises(IndexUnusableError, match="being written by pid"):
         open_kb()
     reader = KnowledgeBase.open(small_config(), tmp_path / "data", embedder=HashingEmbedder(), write=False)
-    assert reader.retriever.search("readers search", 1)[0].source == "a.md"
+    assert reader.retriever.search("readers search", 1)[0].doc_id == "a.md"
     reader.close()
     kb.close()
     open_kb().close()  # free again once the writer closed
@@ -223,7 +223,7 @@ def test_heading_path_gives_a_section_its_subject(folder, open_kb):
     kb = open_kb()
     kb.sync()
     top = kb.retriever.search_bm25("curie born", 1)[0]
-    assert top.source == "curie.md" and "Warsaw" in top.chunk.text
+    assert top.doc_id == "curie.md" and "Warsaw" in top.chunk.text
 
 
 def test_a_hundred_edits_leave_one_cached_vector_per_live_chunk_text(folder, open_kb):

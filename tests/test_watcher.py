@@ -65,7 +65,7 @@ def docs(kb) -> set[str]:
 
 
 def bm25_sources(kb, query: str) -> set[str]:
-    return {h.source for h in kb.retriever.search_bm25(query, 10)}
+    return {h.doc_id for h in kb.retriever.search_bm25(query, 10)}
 
 
 def test_created_file_is_indexed(watching, folder):

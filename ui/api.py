@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assistant.answer import Answer
-from knowledge.errors import (ConfigError, DocumentError, FootnotesError, IndexError_, NotReadyError,
+from knowledge.errors import (ConfigError, DocumentError, FootnotesError, IndexUnusableError, NotReadyError,
                               UnknownNameError)
 from knowledge.retrieval import Filters
 
@@ -243,7 +243,7 @@ def classify(exc: Exception) -> tuple[int, str, str]:
         return 400, "invalid_request_error", "unknown_name"
     if isinstance(exc, (ConfigError, ValueError)):
         return 400, "invalid_request_error", "invalid_value"
-    if isinstance(exc, (IndexError_, NotReadyError)):
+    if isinstance(exc, (IndexUnusableError, NotReadyError)):
         return 503, "server_error", "index_unavailable"
     if isinstance(exc, DocumentError):
         return 400, "invalid_request_error", "document_error"

@@ -22,7 +22,7 @@ PENDING = "pending"  # in a source, not (or not yet in this version) in the inde
 @dataclass(frozen=True)
 class DocumentInfo:
     doc_id: str
-    source: str  # the source kind: "folder", "web"
+    kind: str  # the source kind: "folder", "web"
     status: str  # "indexed", "failed" or "pending"
     chunks: int
     error: str = ""
@@ -30,7 +30,7 @@ class DocumentInfo:
     deletable: bool = False  # its source is writable: the page offers to delete it (not in the JSON)
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.doc_id, "kind": self.source, "status": self.status, "chunks": self.chunks,
+        return {"source": self.doc_id, "kind": self.kind, "status": self.status, "chunks": self.chunks,
                 "error": self.error, "updated_at": self.updated_at}
 
 
@@ -43,8 +43,8 @@ def list_documents(kb: KnowledgeBase) -> list[DocumentInfo]:
     out: dict[str, DocumentInfo] = {}
     for r in records.values():
         when = dt.datetime.fromtimestamp(r.updated_at, dt.timezone.utc).isoformat(timespec="seconds")
-        out[r.doc_id] = DocumentInfo(r.doc_id, r.source, r.status, len(manifest.chunk_ids_of(r.doc_id)), r.error, when,
-                                     r.source in writable)
+        out[r.doc_id] = DocumentInfo(r.doc_id, r.kind, r.status, len(manifest.chunk_ids_of(r.doc_id)), r.error, when,
+                                     r.kind in writable)
     for source in (s for s in kb.sources if s.lists_locally):
         for ref in source.documents():
             known = records.get(ref.doc_id)
@@ -88,7 +88,7 @@ def delete_document(kb: KnowledgeBase, doc_id: str) -> SyncReport:
     watcher would do the same a moment later). The source decides what is one of its documents
     (``WritableSource.delete``); a document of another source is refused with where to remove it."""
     record = kb.store.manifest.document(doc_id)
-    source = _owner(kb, doc_id, record.source if record is not None else None)
+    source = _owner(kb, doc_id, record.kind if record is not None else None)
     source.delete(doc_id, listed=record is not None)
     return Syncer(kb.store, source).sync(Change(frozenset({doc_id})))
 

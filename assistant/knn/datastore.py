@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from knowledge.atomic import write_atomic
-from knowledge.errors import IndexError_
+from knowledge.errors import IndexUnusableError
 
 from ..config import KnnConfig
 from . import index as faiss_index
@@ -343,10 +343,10 @@ class Datastore:
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise IndexError_(f"the kNN-LM datastore {path} is unreadable ({exc}); delete {self.root} "
+            raise IndexUnusableError(f"the kNN-LM datastore {path} is unreadable ({exc}); delete {self.root} "
                               "and it is rebuilt") from None
         if meta.get("format") != FORMAT:
-            raise IndexError_(f"the kNN-LM datastore {self.root} has format {meta.get('format')}, this Footnotes "
+            raise IndexUnusableError(f"the kNN-LM datastore {self.root} has format {meta.get('format')}, this Footnotes "
                               f"reads {FORMAT}; delete {self.root} and it is rebuilt")
         return meta
 
@@ -355,7 +355,7 @@ class Datastore:
             self._meta = _empty_meta(self.fingerprint, self.dim)
             return
         if not self.writable:
-            raise IndexError_(f"the kNN-LM datastore {self.root} was built with another generator; it is "
+            raise IndexUnusableError(f"the kNN-LM datastore {self.root} was built with another generator; it is "
                               "rebuilt by the process that writes this data dir")
         log.warning("the kNN-LM datastore %s was built with another generator: rebuilding it", self.root)
         self._meta = _empty_meta(self.fingerprint, self.dim)
@@ -377,7 +377,7 @@ class Datastore:
 
     def _require_writer(self) -> None:
         if not self.writable:
-            raise IndexError_(f"the kNN-LM datastore {self.root} is open read-only: another process writes it")
+            raise IndexUnusableError(f"the kNN-LM datastore {self.root} is open read-only: another process writes it")
 
 
 def _empty_meta(fingerprint: str, dim: int) -> dict:

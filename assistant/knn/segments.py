@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from knowledge.atomic import write_atomic
-from knowledge.errors import IndexError_
+from knowledge.errors import IndexUnusableError
 
 ROW_BITS = 32
 
@@ -68,7 +68,7 @@ class Segment:
             self.positions = np.load(self.path / "positions.npy", allow_pickle=False)  # (n, 2)
             rows = json.loads((self.path / "chunks.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise IndexError_(
+            raise IndexUnusableError(
                 f"the kNN-LM datastore segment {self.path} is unreadable ({exc}); delete the folder "
                 f"{root} and it is rebuilt from the knowledge base"
             ) from None

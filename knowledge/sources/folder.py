@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from ..config import SourcesConfig
-from ..errors import ConfigError, DocumentError, DocumentNotFound, IndexError_
+from ..errors import ConfigError, DocumentError, DocumentNotFound, IndexUnusableError
 from ..loaders import SUPPORTED_SUFFIXES, effective_suffix
 from ..types import DocumentRef, RawDocument
 from .base import Change, WritableSource
@@ -246,7 +246,7 @@ def recorded_folder(data_dir: Path) -> str | None:
             return manifest.get_meta(FOLDER_META)
         finally:
             manifest.close()
-    except IndexError_:
+    except IndexUnusableError:
         return None  # unreadable: the folder has to be named
 
 

@@ -118,7 +118,7 @@ def cmd_search(args, ctx) -> int:
         return 0
     for i, h in enumerate(hits, 1):
         where = " > ".join(h.chunk.heading_path)
-        print(f"{i}. {h.source} [{h.chunk.start}:{h.chunk.end}] {where}  score={h.score:.4f}")
+        print(f"{i}. {h.doc_id} [{h.chunk.start}:{h.chunk.end}] {where}  score={h.score:.4f}")
         print("   " + " ".join(h.chunk.text.split())[:200])
     return 0
 
