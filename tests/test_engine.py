@@ -9,6 +9,8 @@ from assistant.answer import Answer, TokenProvenance
 from assistant.config import AnswerConfig, GeneratorConfig, parse_assistant_config
 from assistant.conversation import Turn, cut_points, retrieval_query
 from assistant.engine import DialogueEngine
+from assistant.modes.base import own_settings
+from assistant.modes.rag_sequence import RagSequenceMode
 from assistant.generator import Generator, load_model, locate, save_atomically
 from assistant.prompts import build_prompts
 from knowledge.errors import ConfigError, IndexUnusableError
@@ -105,8 +107,15 @@ def test_config_tables_are_parsed_strictly():
     assert parse_assistant_config({}, "c.toml").answer == AnswerConfig()
     with pytest.raises(ConfigError, match=r"config.toml.*answer\.beams"):
         parse_assistant_config({"answer": {"beams": 3}}, "config.toml")
-    with pytest.raises(ConfigError, match="rag_sequence_decoding"):
-        parse_assistant_config({"answer": {"rag_sequence_decoding": "slow"}}, "config.toml")
+    with pytest.raises(ConfigError, match=r"answer.rag_sequence_decoding moved: write it as decoding under "
+                                          r"\[answer.rag-sequence\] in config.toml"):
+        parse_assistant_config({"answer": {"rag_sequence_decoding": "fast"}}, "config.toml")
+    slow = parse_assistant_config({"answer": {"rag-sequence": {"decoding": "slow"}}}, "config.toml").answer
+    with pytest.raises(ConfigError, match=r'config.toml.*answer.rag-sequence.decoding.*"fast", "thorough"'):
+        own_settings(RagSequenceMode, slow)
+    with pytest.raises(ConfigError, match=r"config.toml: unknown key 'answer.rag-sequence.beam'; known keys in \[answer.rag-sequence\]: beams"):
+        DialogueEngine(tinylm.OverlapRetriever([]), None, parse_assistant_config(
+            {"answer": {"rag-sequence": {"beam": 2}}}, "config.toml").answer)
     with pytest.raises(ConfigError, match="dtype"):
         parse_assistant_config({"generator": {"dtype": "int8"}}, "config.toml")
 

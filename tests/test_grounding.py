@@ -335,12 +335,12 @@ def test_closed_book_tokens_are_model_with_their_own_probability(gen):
 
 
 def test_rag_sequence_null_scores_equal_the_closed_book_prompts(gen, hits):
-    from assistant.modes.rag_sequence import hypotheses_per_chunk
+    from assistant.modes.rag_sequence import RagSequenceSettings, hypotheses_per_chunk
 
-    config = cfg(rag_sequence_decoding="thorough", max_new_tokens=5)
+    config = cfg(max_new_tokens=5)
     prompts = build_prompts(gen, QUESTION, [], [chunk_context(h, 2000) for h in hits], config)
     closed = build_prompts(gen, QUESTION, [], [None], config)[0]
-    table = hypotheses_per_chunk(gen, prompts, closed, config)
+    table = hypotheses_per_chunk(gen, prompts, closed, config, RagSequenceSettings(decoding="thorough"))
     for hyp, null in zip(table.hypotheses, table.null):
         ids = hyp.token_ids
         want = [float(logprobs_after(gen, closed + list(ids[:i]))[t]) for i, t in enumerate(ids)]

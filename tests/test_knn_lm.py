@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from assistant.config import AnswerConfig, KnnConfig
+from assistant.config import AnswerConfig, ModeTables, KnnConfig
 from assistant.engine import DialogueEngine, load_mode
 from assistant.knn import sync as knn_sync
 from assistant.knn.build import chunk_entries, model_fingerprint, text_entries, tokenize
@@ -23,7 +23,7 @@ from assistant.knn.sync import open_datastore, sync_datastore
 from assistant.lockstep import LockstepBatch
 from assistant.modes.base import ModeResources
 from assistant.modes.closed_book import ClosedBookMode
-from assistant.modes.knn_lm import KnnLmMode
+from assistant.modes.knn_lm import KnnLmMode, KnnLmSettings
 from knowledge.errors import NotReadyError
 from tests import tinylm
 
@@ -37,8 +37,9 @@ def gen():
     return tinylm.make_generator()
 
 
-def cfg(**kw):
-    return AnswerConfig(**{"max_new_tokens": 8, "knn_k": 16, **kw})
+def cfg(knn=None, **kw):
+    """Shared settings ``kw``; ``knn``: the [answer.knn-lm] table (neighbours = 16 unless given)."""
+    return AnswerConfig(**{"max_new_tokens": 8, **kw}, modes=ModeTables({"knn-lm": {"neighbours": 16, **(knn or {})}}))
 
 
 def entries(chunk_id, keys, values, source="doc.md", text="x"):
@@ -295,15 +296,15 @@ def test_without_a_data_dir_the_mode_says_what_it_needs(gen):
 # -- the mode's contracts -------------------------------------------------------------------------------
 def test_lambda_zero_is_the_plain_lm(gen, tmp_path):
     ds = text_store(gen, tmp_path)
-    knn = list(KnnLmMode(gen, cfg(knn_lambda=0.0), ds).stream("who was ada lovelace ?", (), []))
+    knn = list(KnnLmMode(gen, cfg({"lambda": 0.0}), ds).stream("who was ada lovelace ?", (), []))
     plain = list(ClosedBookMode(gen, cfg()).stream("who was ada lovelace ?", (), []))
     assert [(t.text, t.prob) for t in knn[:-1]] == [(t.text, t.prob) for t in plain[:-1]]
-    assert knn[-1].text == plain[-1].text and all(t.knn_share == 0.0 for t in knn[:-1])
+    assert knn[-1].text == plain[-1].text and all(t.extra.share == 0.0 for t in knn[:-1])
 
 
 def test_lambda_one_is_the_knn_distribution(gen, tmp_path):
     ds = text_store(gen, tmp_path)
-    config = cfg(knn_lambda=1.0, knn_k=8, knn_temperature=3.0)
+    config = cfg({"lambda": 1.0, "neighbours": 8, "temperature": 3.0})
     mode = KnnLmMode(gen, config, ds)
     prompt = mode.generator.render([{"role": "system", "content": config.system_prompt},
                                     {"role": "user", "content": "who was ada lovelace ?"}])
@@ -317,15 +318,16 @@ def test_lambda_one_is_the_knn_distribution(gen, tmp_path):
                                  gen.model.config.vocab_size, 3.0).exp()
         w = int(p_knn.argmax())
         assert token.prob == pytest.approx(p_knn[w].item(), rel=1e-4)
-        assert token.knn_share == pytest.approx(1.0)
-        assert token.neighbours and all(gen.tokenizer.decode([w]).strip() in n.text[n.text_offset:] for n in token.neighbours)
+        assert token.extra.share == pytest.approx(1.0)
+        neighbours = token.extra.neighbours
+        assert neighbours and all(gen.tokenizer.decode([w]).strip() in n.text[n.text_offset:] for n in neighbours)
         ids.append(w)
     assert answer.text == "".join(t.text for t in answer.tokens)
 
 
 def test_token_provenance_json(gen, tmp_path):
     ds = text_store(gen, tmp_path)
-    config = cfg(knn_lambda=0.5, knn_neighbours_shown=2)
+    config = cfg({"lambda": 0.5, "neighbours_shown": 2})
     answer = KnnLmMode(gen, config, ds).answer("who was ada lovelace ?", (), [])
     tokens = answer.to_json()["tokens"]
     assert tokens and all(0.0 <= t["knn_share"] <= 1.0 for t in tokens)
@@ -341,7 +343,7 @@ def test_token_provenance_json(gen, tmp_path):
 def test_retrieval_conditioned_prompt_holds_the_chunks(gen, tmp_path):
     ds = text_store(gen, tmp_path)
     chunks = tinylm.make_chunks(["ada lovelace wrote the first program", "marie curie discovered radium"])
-    engine = DialogueEngine(tinylm.OverlapRetriever(chunks), gen, cfg(k=2, knn_retrieval_conditioned=True))
+    engine = DialogueEngine(tinylm.OverlapRetriever(chunks), gen, cfg({"retrieval_conditioned": True}, k=2))
     engine._modes["knn-lm"] = KnnLmMode(gen, engine.config, ds)
     answer = engine.ask("who wrote the first program ?", mode="knn-lm")
     assert [c.source for c in answer.chunks] == ["doc0.md", "doc1.md"]
@@ -399,9 +401,9 @@ def test_real_generator_datastore_lowers_perplexity_of_its_own_domain(tmp_path):
                                  config=KnnConfig(context_tokens=64, stride_tokens=32))
     assert dict(result.knn)[0.25] < result.base
     chunks = tinylm.make_chunks(["The Malvern brewery produced a dark ale called Midnight Anchor."])
-    mode = KnnLmMode(generator, AnswerConfig(max_new_tokens=16, knn_lambda=0.65, knn_k=64), ds)
+    mode = KnnLmMode(generator, AnswerConfig(max_new_tokens=16), ds, KnnLmSettings(lambda_=0.65, neighbours=64))
     answer = mode.answer("What ale did the Malvern brewery produce?", (), chunks)
-    assert answer.text and any(t.neighbours for t in answer.tokens)
+    assert answer.text and any(t.extra.neighbours for t in answer.tokens)
 
 
 # -- the command line -------------------------------------------------------------------------------------

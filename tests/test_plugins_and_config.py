@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from assistant.config import ModeTables
+from assistant.engine import mode_class, mode_names
+from assistant.modes.base import own_settings
 from knowledge.config import KnowledgeConfig
 from knowledge.errors import ConfigError, UnknownNameError
 from knowledge.kb import KnowledgeBase
@@ -76,7 +79,14 @@ def test_unknown_source_lists_registered_ones():
 
 
 def test_shipped_config_toml_equals_the_defaults():
-    assert load_config(ROOT / "config.toml") == dataclasses.replace(FootnotesConfig(), file=str(ROOT / "config.toml"))
+    shipped = load_config(ROOT / "config.toml")
+    answer = shipped.assistant.answer
+    assert set(answer.modes.tables) == set(mode_names())  # every registered mode's table, each at its defaults
+    for name in mode_names():
+        assert own_settings(mode_class(name), answer) == mode_class(name).Settings()
+    without_tables = dataclasses.replace(answer, modes=ModeTables())
+    shipped = dataclasses.replace(shipped, assistant=dataclasses.replace(shipped.assistant, answer=without_tables))
+    assert shipped == dataclasses.replace(FootnotesConfig(), file=str(ROOT / "config.toml"))
 
 
 def test_config_toml_is_up_to_date_with_every_setting():

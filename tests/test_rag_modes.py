@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from assistant.answer import Answer, TokenProvenance
-from assistant.config import AnswerConfig
+from assistant.config import AnswerConfig, ModeTables
 from assistant.engine import DialogueEngine, load_mode, mode_names
 from assistant.marginals import retrieval_prior
 from assistant.modes.base import AnswerMode, prior_scores
-from assistant.modes.rag_sequence import hypotheses_per_chunk
+from assistant.modes.rag_sequence import RagSequenceSettings, hypotheses_per_chunk
 from assistant.prompts import build_prompts, chunk_context, concat_context, messages
 from knowledge.errors import UnknownNameError
 from tests import tinylm
@@ -33,12 +33,13 @@ def hits():
 PLAIN = {"context_weight": 0.0, "plausibility": 0.0, "context_contrast": "chunk"}  # the papers' math, no contrast with the null document
 
 
-def cfg(**kw):
-    return AnswerConfig(**{"k": 3, "max_new_tokens": 8, **PLAIN, **kw})
+def cfg(modes=None, **kw):
+    return AnswerConfig(**{"k": 3, "max_new_tokens": 8, **PLAIN, **kw}, modes=ModeTables(modes or {}))
 
 
-def mode(name, gen, **kw):
-    return load_mode(name, gen, cfg(**kw))
+def mode(name, gen, own=None, **kw):
+    """Mode ``name`` with its own settings ``own`` (its [answer.<name>] table) and shared ``kw``."""
+    return load_mode(name, gen, cfg({name: own or {}}, **kw))
 
 
 def logprobs_after(gen, ids):
@@ -152,8 +153,8 @@ def test_stop_strings_end_the_answer(gen, hits):
 
 def test_rag_token_beam_search(gen, hits):
     greedy = mode("rag-token", gen).answer(QUESTION, [], hits)
-    one = mode("rag-token", gen, beam_size=1).answer(QUESTION, [], hits)
-    beam = mode("rag-token", gen, beam_size=3).answer(QUESTION, [], hits)
+    one = mode("rag-token", gen, {"beam_size": 1}).answer(QUESTION, [], hits)
+    beam = mode("rag-token", gen, {"beam_size": 3}).answer(QUESTION, [], hits)
     assert one == greedy
     assert beam.text == "".join(t.text for t in beam.tokens)
     for t in beam.tokens:
@@ -173,11 +174,12 @@ def brute_force_sequence_logprob(gen, prompts, prior, ids):
 
 
 def test_rag_sequence_thorough_marginal_equals_brute_force(gen, hits):
-    config = cfg(rag_sequence_decoding="thorough", rag_sequence_beams=2, n_best=4, max_new_tokens=5)
+    own = RagSequenceSettings(decoding="thorough", beams=2, n_best=4)
+    config = cfg({"rag-sequence": {"decoding": "thorough", "beams": 2, "n_best": 4}}, max_new_tokens=5)
     answer = load_mode("rag-sequence", gen, config).answer(QUESTION, [], hits)
     prior = [c.prior for c in answer.chunks]
     prompts = build_prompts(gen, QUESTION, [], [chunk_context(h, 2000) for h in hits], config)
-    table = hypotheses_per_chunk(gen, prompts, build_prompts(gen, QUESTION, [], [None], config)[0], config)
+    table = hypotheses_per_chunk(gen, prompts, build_prompts(gen, QUESTION, [], [None], config)[0], config, own)
     assert not table.missing()  # thorough: every pair scored
     by_text = {gen.decode([s.token_id for s in h.answer_steps]): h for h in table.hypotheses}
     assert len(answer.n_best) >= 2
@@ -194,10 +196,11 @@ def test_rag_sequence_thorough_marginal_equals_brute_force(gen, hits):
 
 
 def test_rag_sequence_fast_gives_zero_to_chunks_whose_beam_missed_the_answer(gen, hits):
-    config = cfg(rag_sequence_decoding="fast", rag_sequence_beams=2, max_new_tokens=5)
+    own = RagSequenceSettings(decoding="fast", beams=2)
+    config = cfg({"rag-sequence": {"decoding": "fast", "beams": 2}}, max_new_tokens=5)
     answer = load_mode("rag-sequence", gen, config).answer(QUESTION, [], hits)
     prompts = build_prompts(gen, QUESTION, [], [chunk_context(h, 2000) for h in hits], config)
-    table = hypotheses_per_chunk(gen, prompts, build_prompts(gen, QUESTION, [], [None], config)[0], config)
+    table = hypotheses_per_chunk(gen, prompts, build_prompts(gen, QUESTION, [], [None], config)[0], config, own)
     best = next(i for i, h in enumerate(table.hypotheses)
                 if gen.decode([s.token_id for s in h.answer_steps]) == answer.text)
     for z, chunk in enumerate(answer.chunks):
@@ -211,8 +214,8 @@ def test_thorough_and_fast_agree_when_every_beam_produced_every_hypothesis(gen):
     same = tinylm.make_chunks([TEXTS[1]] * 3)
     hits = tinylm.OverlapRetriever(same).search(QUESTION, 3)
     hits = [dataclasses.replace(h, dense_score=s) for h, s in zip(hits, [0.9, 0.5, 0.1])]
-    fast = mode("rag-sequence", gen, rag_sequence_decoding="fast", n_best=4).answer(QUESTION, [], hits)
-    thorough = mode("rag-sequence", gen, rag_sequence_decoding="thorough", n_best=4).answer(QUESTION, [], hits)
+    fast = mode("rag-sequence", gen, {"decoding": "fast", "n_best": 4}).answer(QUESTION, [], hits)
+    thorough = mode("rag-sequence", gen, {"decoding": "thorough", "n_best": 4}).answer(QUESTION, [], hits)
     assert [r.text for r in fast.n_best] == [r.text for r in thorough.n_best]
     for f, t in zip(fast.n_best, thorough.n_best):
         assert f.logprob == pytest.approx(t.logprob, abs=1e-5)

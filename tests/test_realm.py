@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from assistant.answer import Answer
-from assistant.config import AnswerConfig
+from assistant.config import AnswerConfig, ModeTables
 from assistant.engine import DialogueEngine, load_mode, mode_names
 from assistant.lockstep import left_pad
 from assistant.marginals import retrieval_prior
@@ -39,8 +39,10 @@ def gen():
     return tinylm.make_generator()
 
 
-def cfg(**kw):
-    return AnswerConfig(**{"k": 3, "prior_score": "uniform", "realm_threshold": 0.0, **kw})
+def cfg(realm=None, **kw):
+    """Shared settings ``kw``; ``realm``: the [answer.realm] table (threshold = 0 unless given)."""
+    tables = {"realm": {"threshold": 0.0, **(realm or {})}}
+    return AnswerConfig(**{"k": 3, "prior_score": "uniform", **kw}, modes=ModeTables(tables))
 
 
 class TableReader:
@@ -131,13 +133,13 @@ def test_equal_answers_from_different_chunks_are_merged(gen):
 def test_threshold_says_no_answer_and_never_guesses(gen):
     hits = hits_of(TEXTS)
     reader = TableReader([[("london", 0.2)], [("warsaw", 0.3)], [("mathematician", 0.1)]])
-    answer = RealmMode(gen, cfg(realm_threshold=0.2), reader).answer(QUESTION, [], hits)
+    answer = RealmMode(gen, cfg({"threshold": 0.2}), reader).answer(QUESTION, [], hits)
     assert answer.text == NO_ANSWER == "I could not find this in your documents."
     assert answer.spans == () and "spans" not in answer.to_json()
     assert answer.text == "".join(t.text for t in answer.tokens)
     assert all(c.posterior is None for c in answer.chunks)
     assert [r.text for r in answer.n_best] == ["warsaw", "london", "mathematician"]  # what was considered
-    below = RealmMode(gen, cfg(realm_threshold=0.09), reader).answer(QUESTION, [], hits)
+    below = RealmMode(gen, cfg({"threshold": 0.09}), reader).answer(QUESTION, [], hits)
     assert below.text == "warsaw"  # best p(y|x) = 0.1 with a uniform prior
     empty = RealmMode(gen, cfg(), TableReader([[], [], []])).answer(QUESTION, [], hits)
     assert empty.text == NO_ANSWER and empty.n_best == ()
@@ -182,14 +184,15 @@ def test_answer_tokens_concatenate_to_the_text(gen):
 def test_realm_is_registered_and_follows_the_protocol(gen):
     assert "realm" in mode_names()
     mode = load_mode("realm", gen, cfg())
-    assert isinstance(mode, AnswerMode) and isinstance(mode.reader, GeneratorReader)
-    assert isinstance(mode.reader, Reader)
+    reader = mode.reader(mode.defaults())
+    assert isinstance(mode, AnswerMode) and isinstance(reader, GeneratorReader)
+    assert isinstance(reader, Reader) and reader.max_answer_tokens == 16
 
 
 @pytest.mark.parametrize("threshold", [0.0, 1.0])
 def test_every_answer_is_text_of_a_retrieved_chunk_or_no_answer(gen, threshold):
     engine = DialogueEngine(tinylm.OverlapRetriever(tinylm.make_chunks(TEXTS)), gen,
-                            cfg(mode="realm", realm_threshold=threshold, realm_max_answer_tokens=6))
+                            cfg({"threshold": threshold, "max_answer_tokens": 6}, mode="realm"))
     for question in (QUESTION, "who wrote the first program ?", "what did marie curie discover ?"):
         items = list(engine.stream(question))
         answer = items[-1]
@@ -379,7 +382,7 @@ def test_packaged_generator_reads_verbatim_answers_from_the_right_chunk():
 
     real = Generator.from_config(GeneratorConfig())
     engine = DialogueEngine(tinylm.OverlapRetriever(tinylm.make_chunks(INVENTED)), real,
-                            AnswerConfig(k=3, mode="realm", realm_threshold=0.0))
+                            cfg(mode="realm", prior_score="dense"))
     questions = ["In which year was the Zorblax Festival founded?", "What ale did the Malvern brewery produce?",
                  "After which storm was the harbour of Quillhaven rebuilt?"]
     answers = [engine.ask(q) for q in questions]
@@ -391,5 +394,5 @@ def test_packaged_generator_reads_verbatim_answers_from_the_right_chunk():
         assert math.exp(answer.n_best[0].logprob) == pytest.approx(sum(s.prob for s in answer.spans))
     founded = answers[0]
     assert "1873" in founded.text and founded.cited_chunk().source == "doc0.md"
-    strict = DialogueEngine(engine.retriever, real, AnswerConfig(k=3, mode="realm", realm_threshold=0.5))
+    strict = DialogueEngine(engine.retriever, real, cfg({"threshold": 0.5}, mode="realm", prior_score="dense"))
     assert strict.ask(questions[0]).text == NO_ANSWER  # p(y|x) of a bare span is far below 0.5 for this generator

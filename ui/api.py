@@ -59,7 +59,7 @@ class ChatRequest(_Strict):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     k: int | None = Field(default=None, ge=1)
-    settings: dict[str, Any] = Field(default_factory=dict)  # any [answer] setting, e.g. {"prior_temperature": 0.2}
+    settings: dict[str, Any] = Field(default_factory=dict)  # shared [answer] settings and the mode's request_settings, e.g. {"prior_temperature": 0.2}
 
 
 class SearchRequest(_Strict):
@@ -105,19 +105,20 @@ def api_router(service: Service) -> APIRouter:
         max_tokens = body.max_completion_tokens or body.max_tokens
         if max_tokens is not None:
             overrides["max_new_tokens"] = max_tokens
-        config = service.settings(body.model or None, overrides)
-        await run_in_threadpool(service.engine, config)  # an unknown mode is a 400 now, before anything is queued
-        stream = service.stream(question, history, config.mode, overrides)
-        c = oa.Completion.new(config.mode)
+        settings = service.settings(body.model or None, overrides)  # an unknown mode or setting is a 400 now
+        await run_in_threadpool(service.engine, settings)  # the mode is built (once) before anything is queued
+        stream = service.stream(question, history, settings.mode, overrides)
+        c = oa.Completion.new(settings.mode)
+        max_new_tokens = settings.shared.max_new_tokens
         try:
             if not body.stream:
                 answer = await _last(stream, request)
-                return oa.completion(answer, c, config.max_new_tokens)
+                return oa.completion(answer, c, max_new_tokens)
             first = await _next(stream)  # errors before the first token still get their status code
         except BaseException:
             stream.cancel()  # an error, or a client that hung up while waiting in line
             raise
-        return StreamingResponse(_events(first, stream, c, config.max_new_tokens), media_type="text/event-stream",
+        return StreamingResponse(_events(first, stream, c, max_new_tokens), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
     @router.post("/search")

@@ -3,11 +3,7 @@ ask (queued), search, list / upload / delete documents, show a document's indexe
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +13,7 @@ from assistant.config import AnswerConfig
 from assistant.conversation import Turn
 from assistant.engine import DialogueEngine, mode_names
 from assistant.generator import Generator
-from assistant.modes.base import ModeResources
+from assistant.modes.base import ModeResources, QuestionSettings
 from knowledge.errors import ConfigError, DocumentError
 from knowledge.kb import KnowledgeBase
 from knowledge.retrieval import Filters
@@ -32,8 +28,6 @@ from .uploads import SavedUpload, read_blocks
 log = logging.getLogger(__name__)
 
 MAX_K = 50  # the most chunks one request may ask for (each is a forward pass in RAG modes)
-ENGINES_KEPT = 16  # distinct answer settings whose engines stay built
-SETTABLE = tuple(f.name for f in dataclasses.fields(AnswerConfig) if f.name not in ("system_prompt",))
 
 
 class Service:
@@ -50,41 +44,29 @@ class Service:
         self.max_question_tokens = max_question_tokens
         self.queue = queue or GenerationQueue()
         self.resources = ModeResources(store=kb.store, data_dir=kb.data_dir, knn=knn)  # what modes like kNN-LM build on
-        self._engines: OrderedDict[AnswerConfig, DialogueEngine] = OrderedDict()
-        self._engines_lock = threading.Lock()
         self.last_report: SyncReport | None = None
-        self.engine(self.answer)  # a bad default mode fails at start, not at the first question
+        # one engine, its modes built once each (a bad default mode or mode table fails now, at start)
+        self._engine = DialogueEngine(kb.retriever, generator, self.answer, self.resources)
 
     # -- answering ------------------------------------------------------------------------------
     def modes(self) -> list[str]:
         return mode_names()
 
-    def settings(self, mode: str | None = None, overrides: Mapping[str, Any] | None = None) -> AnswerConfig:
-        """The default answer settings with ``mode`` and per-request ``overrides`` applied and checked."""
+    def settings(self, mode: str | None = None, overrides: Mapping[str, Any] | None = None) -> QuestionSettings:
+        """The settings of one question: ``mode``'s defaults with per-request ``overrides`` (the shared
+        keys and the mode's ``request_settings``, nothing else) applied and checked."""
         overrides = dict(overrides or {})
-        unknown = sorted(set(overrides) - set(SETTABLE))
-        if unknown:
-            raise ConfigError(f"unknown answer setting '{unknown[0]}'; settable: {', '.join(SETTABLE)}")
-        if "stop" in overrides and isinstance(overrides["stop"], list):
-            overrides["stop"] = tuple(overrides["stop"])
-        for name, value in overrides.items():
-            _check_type(name, value, getattr(self.answer, name))
-        k = overrides.get("k")
-        if k is not None and k > MAX_K:
-            raise ConfigError(f"k = {k} is too large; use at most {MAX_K}")
-        return dataclasses.replace(self.answer, **({"mode": mode} if mode else {}), **overrides)
+        settings = self._engine.settings(mode, overrides)
+        if "k" in overrides and settings.shared.k > MAX_K:
+            raise ConfigError(f"k = {settings.shared.k} is too large; use at most {MAX_K}")
+        return settings
 
-    def engine(self, config: AnswerConfig) -> DialogueEngine:
-        """The engine for these settings (built once; an unknown mode raises UnknownNameError listing the modes)."""
-        with self._engines_lock:
-            engine = self._engines.get(config)
-            if engine is None:
-                engine = DialogueEngine(self.kb.retriever, self.generator, config, self.resources)
-                self._engines[config] = engine
-                while len(self._engines) > ENGINES_KEPT:
-                    self._engines.popitem(last=False)
-            self._engines.move_to_end(config)
-            return engine
+    def engine(self, settings: QuestionSettings | None = None) -> DialogueEngine:
+        """The engine; the mode ``settings`` names is built now if it was not (an unknown mode raises
+        UnknownNameError listing the modes)."""
+        if settings is not None:
+            self._engine.mode(settings.mode)
+        return self._engine
 
     def stream(self, question: str, history: Sequence[Turn] = (), mode: str | None = None,
                overrides: Mapping[str, Any] | None = None) -> Stream[TokenProvenance | Answer]:
@@ -96,9 +78,9 @@ class Service:
         if not question.strip():
             raise ValueError("the question is empty; type a question")
         self._check_length(question)
-        config = self.settings(mode, overrides)
-        engine = self.engine(config)
-        return self.queue.stream(lambda: engine.stream(question, history, config.mode))
+        settings = self.settings(mode, overrides)
+        engine = self.engine(settings)
+        return self.queue.stream(lambda: engine.stream(question, history, settings.mode, settings=settings))
 
     def _check_length(self, question: str) -> None:
         """Refuse an over-long question before it reaches the queue: characters first (cheap), then
@@ -170,20 +152,6 @@ class Service:
             self.last_report = report
             log.info("synced: +%d ~%d -%d, %d failed", len(report.added), len(report.updated),
                      len(report.removed), len(report.failed))
-
-
-def _check_type(name: str, value: Any, default: Any) -> None:
-    """Per-request settings have the type of their default (ints may stand for floats; a bool is never
-    a number, a string never a number, and a number is finite)."""
-    ok = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if isinstance(default, tuple):
-        ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
-    if not ok:
-        raise ConfigError(f"answer setting {name} = {value!r}: expected {type(default).__name__}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"answer setting {name} = {value!r}: expected a finite number")
 
 
 def check_text(text: str, what: str) -> None:

@@ -1,28 +1,59 @@
 """The answer-mode extension point: one protocol, a base that derives the rest, and the prior.
 
-A mode is registered in the entry-point group ``footnotes.modes`` as a class taking
-``(generator, config)``. A subclass of :class:`ModeBase` overrides one of :meth:`ModeBase.stream`
-(modes that choose tokens one by one) or :meth:`ModeBase.answer` (modes that only know the
-answer at the end); the other is derived.
+A mode is registered in the entry-point group ``footnotes.modes`` as a class. It declares what it
+needs and what it may be told:
+
+- ``Settings``: a frozen dataclass of its own settings (type, default and a ``# comment`` per
+  field), read from ``[answer.<mode>]``, written into config.toml and shown on the web page;
+- ``request_settings``: the names of those a single question may change (the HTTP API's
+  ``settings``, the page's panel); never a model, a path or a file;
+- ``uses_retrieval`` (and :meth:`ModeBase.retrieves` where it depends on the settings), and
+  :meth:`ModeBase.prepare` for work to do before the first question (a datastore).
+
+A mode is built once per process; each question's settings (:class:`QuestionSettings`) are passed to
+:meth:`ModeBase.answer` / :meth:`ModeBase.stream`. A subclass of :class:`ModeBase` overrides one
+of them (``stream`` for modes that choose tokens one by one, ``answer`` for modes that only know
+the answer at the end); the other is derived.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Protocol, Sequence, runtime_checkable
 
 import torch
 
+from knowledge.progress import Progress
 from knowledge.types import Hit
 
 from ..answer import Answer, TokenProvenance
-from ..config import AnswerConfig
+from ..config import MODES_GROUP, SHARED_KEYS, AnswerConfig
 from ..conversation import Turn
 from ..generator import Generator
 from ..marginals import retrieval_prior
 
-MODES_GROUP = "footnotes.modes"
+__all__ = ["MODES_GROUP", "AnswerMode", "ModeBase", "ModeResources", "NoSettings", "QuestionSettings", "doc_logprior",
+           "prior_scores"]
+
+
+@dataclass(frozen=True)
+class NoSettings:
+    """The settings of a mode that has none of its own."""
+
+
+@dataclass(frozen=True)
+class QuestionSettings:
+    """What one question is answered with: the settings every mode shares (``[answer]``) and the
+    mode's own (its ``Settings`` dataclass, from ``[answer.<mode>]``), per-request changes applied."""
+
+    shared: AnswerConfig
+    own: Any
+
+    @property
+    def mode(self) -> str:
+        return self.shared.mode
 
 
 @runtime_checkable
@@ -31,9 +62,13 @@ class AnswerMode(Protocol):
 
     uses_retrieval: bool
 
-    def answer(self, question: str, history: Sequence[Turn], hits: Sequence[Hit]) -> Answer: ...
+    def retrieves(self, settings: QuestionSettings) -> bool: ...
 
-    def stream(self, question: str, history: Sequence[Turn], hits: Sequence[Hit]) -> Iterator[TokenProvenance | Answer]:
+    def answer(self, question: str, history: Sequence[Turn], hits: Sequence[Hit],
+               settings: QuestionSettings | None = None) -> Answer: ...
+
+    def stream(self, question: str, history: Sequence[Turn], hits: Sequence[Hit],
+               settings: QuestionSettings | None = None) -> Iterator[TokenProvenance | Answer]:
         """Each token's provenance as soon as it is final, then the finished Answer (always last)."""
         ...
 
@@ -50,34 +85,74 @@ class ModeResources:
 
 class ModeBase:
     name: ClassVar[str] = ""
-    uses_retrieval: ClassVar[bool] = True
+    uses_retrieval: ClassVar[bool] = True  # whether the mode can use retrieved chunks at all
+    Settings: ClassVar[type] = NoSettings  # the mode's own settings: [answer.<name>]
+    request_settings: ClassVar[tuple[str, ...]] = ()  # fields of Settings one question may change
 
-    def __init__(self, generator: Generator, config: AnswerConfig) -> None:
+    def __init__(self, generator: Generator, config: AnswerConfig, settings: Any = None) -> None:
+        """``settings``: the mode's own defaults; None = its ``[answer.<name>]`` table in ``config.modes``."""
         self.generator = generator
         self.config = config
+        self.settings = settings if settings is not None else own_settings(type(self), config)
 
     @classmethod
     def create(cls, generator: Generator, config: AnswerConfig, resources: ModeResources) -> "ModeBase":
-        """Build the mode; modes that need ``resources`` (a datastore, a reader) override this."""
+        """Build the mode once per process; modes that need ``resources`` (a datastore, a reader) override this."""
         return cls(generator, config)
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if cls.answer is ModeBase.answer and cls.stream is ModeBase.stream:
             raise TypeError(f"{cls.__name__} must override answer() or stream()")
+        check_declaration(cls)
 
-    def answer(self, question: str, history: Sequence[Turn], hits: Sequence[Hit]) -> Answer:
+    def defaults(self) -> QuestionSettings:
+        """The settings a question gets when it changes none."""
+        shared = self.config if self.config.mode == self.name or not self.name else replace(self.config, mode=self.name)
+        return QuestionSettings(shared, self.settings)
+
+    def retrieves(self, settings: QuestionSettings) -> bool:
+        """Whether a question with these settings needs retrieved chunks."""
+        return self.uses_retrieval
+
+    def prepare(self, progress: Progress | None = None) -> None:
+        """Work to finish before the first question (e.g. building a datastore), with progress; the
+        CLI calls it in the foreground. Nothing by default."""
+
+    def answer(self, question: str, history: Sequence[Turn], hits: Sequence[Hit],
+               settings: QuestionSettings | None = None) -> Answer:
         last = None
-        for last in self.stream(question, history, hits):
+        for last in self.stream(question, history, hits, settings):
             pass
         if not isinstance(last, Answer):
             raise TypeError(f"{type(self).__name__}.stream() must end with an Answer")
         return last
 
-    def stream(self, question: str, history: Sequence[Turn], hits: Sequence[Hit]) -> Iterator[TokenProvenance | Answer]:
-        answer = self.answer(question, history, hits)
+    def stream(self, question: str, history: Sequence[Turn], hits: Sequence[Hit],
+               settings: QuestionSettings | None = None) -> Iterator[TokenProvenance | Answer]:
+        answer = self.answer(question, history, hits, settings)
         yield from answer.tokens
         yield answer
+
+
+def own_settings(cls: type, config: AnswerConfig) -> Any:
+    """A mode class's own settings from its ``[answer.<name>]`` table (its defaults without one)."""
+    return config.modes.parse(cls.name, cls.Settings)
+
+
+def check_declaration(cls: type) -> None:
+    """A mode's declaration is consistent: Settings is a frozen dataclass, whose fields do not shadow
+    the shared [answer] keys, and request_settings names its fields."""
+    own = cls.Settings
+    if not (dataclasses.is_dataclass(own) and own.__dataclass_params__.frozen):
+        raise TypeError(f"{cls.__name__}.Settings must be a frozen dataclass")
+    names = {f.name for f in dataclasses.fields(own)}
+    shadowed = sorted(names & set(SHARED_KEYS))
+    if shadowed:
+        raise TypeError(f"{cls.__name__}.Settings.{shadowed[0]} shadows the shared [answer] setting; rename it")
+    unknown = [n for n in cls.request_settings if n not in names]
+    if unknown:
+        raise TypeError(f"{cls.__name__}.request_settings names {unknown[0]!r}, not a field of {own.__name__}")
 
 
 def prior_scores(hits: Sequence[Hit], which: str) -> torch.Tensor:

@@ -13,7 +13,8 @@ from ..answer import Answer, TokenProvenance
 from ..conversation import Turn
 from ..prompts import build_prompts
 from ..support import SupportStream, pmi_labeller
-from .base import ModeBase
+from .base import ModeBase, QuestionSettings
+from .beam import BeamSettings
 from .grounded import StepEvidence, with_support
 from .mixture import stream_mixture
 
@@ -24,11 +25,15 @@ class ClosedBookMode(ModeBase):
 
     name = "closed-book"
     uses_retrieval = False
+    Settings = BeamSettings
+    request_settings = ("beam_size",)
 
-    def stream(self, question: str, history: Sequence[Turn], hits: Sequence[Hit]) -> Iterator[TokenProvenance | Answer]:
-        prompts = build_prompts(self.generator, question, history, [None], self.config)
-        evidence = (StepEvidence(text, math.exp(step.logprob), (), [], math.exp(step.logprob))
-                    for step, text in stream_mixture(self.generator, prompts, torch.zeros(1), self.config))
+    def stream(self, question: str, history: Sequence[Turn], hits: Sequence[Hit],
+               settings: QuestionSettings | None = None) -> Iterator[TokenProvenance | Answer]:
+        settings = settings or self.defaults()
+        prompts = build_prompts(self.generator, question, history, [None], settings.shared)
+        decoded = stream_mixture(self.generator, prompts, torch.zeros(1), settings.shared, settings.own.beam_size)
+        evidence = (StepEvidence(text, math.exp(step.logprob), (), [], math.exp(step.logprob)) for step, text in decoded)
         tokens: list[TokenProvenance] = []
         for token in with_support(evidence, SupportStream(pmi_labeller([], question), question)):
             tokens.append(token)

@@ -12,7 +12,8 @@ from knowledge.types import Hit
 from ..answer import Answer, TokenProvenance, chunks_of
 from ..conversation import Turn
 from ..prompts import build_prompts, concat_context
-from .base import ModeBase, doc_logprior
+from .base import ModeBase, QuestionSettings, doc_logprior
+from .beam import BeamSettings
 from .grounded import StepEvidence, support_stream, with_support
 from .mixture import stream_grounded
 
@@ -25,19 +26,24 @@ class ConcatMode(ModeBase):
     copy evidence picks the chunk a supported phrase is quoted from."""
 
     name = "concat"
+    Settings = BeamSettings
+    request_settings = ("beam_size",)
 
-    def stream(self, question: str, history: Sequence[Turn], hits: Sequence[Hit]) -> Iterator[TokenProvenance | Answer]:
-        cfg = self.config
+    def stream(self, question: str, history: Sequence[Turn], hits: Sequence[Hit],
+               settings: QuestionSettings | None = None) -> Iterator[TokenProvenance | Answer]:
+        settings = settings or self.defaults()
+        cfg = settings.shared
         prior = doc_logprior(hits, cfg)  # (k,)
         prompts = build_prompts(self.generator, question, history, [concat_context(hits, cfg.chunk_chars), None], cfg)
         tokens: list[TokenProvenance] = []
-        for token in with_support(self._evidence(prompts, len(hits)), support_stream(hits, question, cfg)):
+        for token in with_support(self._evidence(prompts, len(hits), settings), support_stream(hits, question, cfg)):
             tokens.append(token)
             yield token
         chunks = chunks_of(hits, prior.exp().tolist(), None)
         yield Answer("".join(t.text for t in tokens), self.name, chunks, tuple(tokens))
 
-    def _evidence(self, prompts: list[list[int]], k: int) -> Iterator[StepEvidence]:
-        for step, text in stream_grounded(self.generator, prompts, torch.zeros(1), self.config):
+    def _evidence(self, prompts: list[list[int]], k: int, settings: QuestionSettings) -> Iterator[StepEvidence]:
+        for step, text in stream_grounded(self.generator, prompts, torch.zeros(1), settings.shared,
+                                          settings.own.beam_size):
             context, null = step.row_logprobs  # log p under all chunks, under ∅
             yield StepEvidence(text, math.exp(step.logprob), (), [context - null] * k, math.exp(null))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from knowledge.errors import NotReadyError
+from knowledge.errors import ConfigError, NotReadyError
+from knowledge.progress import Progress
 from knowledge.types import Hit
 
 from ..answer import Answer, TokenProvenance, chunks_of
@@ -24,7 +25,7 @@ from ..knn.sync import DatastoreService, datastore_service
 from ..lockstep import LockstepBatch
 from ..prompts import build_prompts, concat_context
 from ..support import SupportStream, share_labeller
-from .base import ModeBase, ModeResources, doc_logprior
+from .base import ModeBase, ModeResources, QuestionSettings, doc_logprior
 from .mixture import with_texts
 
 KNN_DOCUMENT_SHARE = 0.5  # a token is "document" when the datastore gives at least half its probability
@@ -51,6 +52,40 @@ class Neighbour:
 
 
 @dataclass(frozen=True)
+class KnnEvidence:
+    """kNN-LM's part of a token's provenance (``TokenProvenance.extra``): the neighbours that
+    predicted it and λ·p_kNN(w)/p(w), the datastore's share of its probability."""
+
+    neighbours: tuple[Neighbour, ...]
+    share: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"neighbours": [n.to_json() for n in self.neighbours], "knn_share": self.share}
+
+
+@dataclass(frozen=True)
+class KnnLmSettings:
+    neighbours: int = 1024  # datastore neighbours retrieved at each step (the paper's k)
+    lambda_: float = 0.25  # p(w) = λ·p_kNN(w) + (1 − λ)·p_LM(w); the paper: 0.25 in-domain, about 0.65 for a new domain
+    temperature: float = 1.0  # p_kNN(w) ∝ Σ exp(−d / T) over the neighbours whose next token is w (d: squared L2)
+    retrieval_conditioned: bool = False  # also put the retrieved chunks in the prompt (as the concat mode does)
+    neighbours_shown: int = 5  # neighbours listed with each answer token (nearest of those that predicted it)
+
+    moved_from: ClassVar[dict[str, str]] = {
+        "knn_k": "neighbours", "knn_lambda": "lambda", "knn_temperature": "temperature",
+        "knn_retrieval_conditioned": "retrieval_conditioned", "knn_neighbours_shown": "neighbours_shown",
+    }
+
+    def __post_init__(self) -> None:
+        if self.neighbours < 1 or self.neighbours_shown < 0:
+            raise ConfigError("knn-lm: neighbours must be >= 1 and neighbours_shown >= 0")
+        if not 0 <= self.lambda_ <= 1:
+            raise ConfigError("knn-lm: lambda must be between 0 (the plain LM) and 1 (the datastore alone)")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError("knn-lm: temperature must be > 0")
+
+
+@dataclass(frozen=True)
 class _Step:
     """What one decoding step retrieved: the valid neighbours and log p_kNN over the vocabulary."""
 
@@ -61,16 +96,19 @@ class _Step:
 class KnnLmMode(ModeBase):
     """Greedy decoding of p(w) = λ·p_kNN(w) + (1 − λ)·p_LM(w), p_kNN from the k nearest datastore keys.
 
-    The prompt is the question alone or, with ``knn_retrieval_conditioned``, the question with the
+    The prompt is the question alone or, with ``retrieval_conditioned``, the question with the
     retrieved chunks (as in ``concat``). Each token carries the neighbours that predicted it and
-    λ·p_kNN(w)/p(w), the datastore's share of its probability. Beam search is not used here: the
-    provenance of a greedy step is the one search that chose it.
+    λ·p_kNN(w)/p(w), the datastore's share of its probability (:class:`KnnEvidence`). Beam search is
+    not used here: the provenance of a greedy step is the one search that chose it.
     """
 
     name = "knn-lm"
+    Settings = KnnLmSettings
+    request_settings = ("neighbours", "lambda_", "temperature", "retrieval_conditioned", "neighbours_shown")
 
-    def __init__(self, generator: Generator, config: AnswerConfig, service: DatastoreService | Datastore | None = None) -> None:
-        super().__init__(generator, config)
+    def __init__(self, generator: Generator, config: AnswerConfig, service: DatastoreService | Datastore | None = None,
+                 settings: KnnLmSettings | None = None) -> None:
+        super().__init__(generator, config, settings)
         self.service = service
 
     @classmethod
@@ -82,9 +120,14 @@ class KnnLmMode(ModeBase):
             service.start()  # a first build begins now, not at the first question
         return cls(generator, config, service)
 
-    @property
-    def uses_retrieval(self) -> bool:  # type: ignore[override]
-        return self.config.knn_retrieval_conditioned
+    def retrieves(self, settings: QuestionSettings) -> bool:
+        return settings.own.retrieval_conditioned
+
+    def prepare(self, progress: Progress | None = None) -> None:
+        """Bring the datastore in step with the knowledge base now (the CLI answers one question and
+        exits: a background build would never finish)."""
+        if isinstance(self.service, DatastoreService):
+            self.service.build(progress)
 
     def datastore(self) -> Datastore:
         if self.service is None:
@@ -92,10 +135,12 @@ class KnnLmMode(ModeBase):
                                 "use --mode rag-token")
         return self.service if isinstance(self.service, Datastore) else self.service.ready()
 
-    def stream(self, question: str, history: Sequence[Turn], hits: Sequence[Hit]) -> Iterator[TokenProvenance | Answer]:
-        cfg = self.config
+    def stream(self, question: str, history: Sequence[Turn], hits: Sequence[Hit],
+               settings: QuestionSettings | None = None) -> Iterator[TokenProvenance | Answer]:
+        settings = settings or self.defaults()
+        cfg, own = settings.shared, settings.own
         datastore = self.datastore()
-        conditioned = cfg.knn_retrieval_conditioned and bool(hits)
+        conditioned = own.retrieval_conditioned and bool(hits)
         context = concat_context(hits, cfg.chunk_chars) if conditioned else None
         prompts = build_prompts(self.generator, question, history, [context], cfg)
         batch = LockstepBatch(self.generator.model, prompts, self.generator.pad_id)
@@ -106,10 +151,10 @@ class KnnLmMode(ModeBase):
         labels = SupportStream(share_labeller(question, KNN_DOCUMENT_SHARE), question)
         pending: list[TokenProvenance] = []
         with KeyCapture(self.generator.model) as capture:
-            combine = self._combine(datastore, capture, steps)
+            combine = self._combine(datastore, capture, steps, own)
             decoded = greedy(batch, combine, self.generator.eos_ids, cfg.max_new_tokens)
             for i, (step, text) in enumerate(with_texts(self.generator, decoded, cfg.stop)):
-                pending.append(self._provenance(datastore, steps[i], step.token_id, step.logprob, text))
+                pending.append(self._provenance(datastore, steps[i], step.token_id, step.logprob, text, own))
                 for j, support in labels.push(text, self._evidence(pending[-1], index)):
                     tokens.append(replace(pending[j], support=support))
                     yield tokens[-1]
@@ -122,40 +167,42 @@ class KnnLmMode(ModeBase):
     @staticmethod
     def _evidence(token: TokenProvenance, index: dict[str, int]) -> tuple[float, int | None]:
         """(the datastore's share, the nearest voter's chunk where it is one of the answer's chunks)."""
-        nearest = index.get(token.neighbours[0].chunk_id) if token.neighbours else None
-        return token.knn_share or 0.0, nearest
+        knn = token.extra
+        nearest = index.get(knn.neighbours[0].chunk_id) if knn.neighbours else None
+        return knn.share, nearest
 
-    def _combine(self, datastore: Datastore, capture: KeyCapture, steps: list[_Step]):
-        cfg = self.config
-
+    @staticmethod
+    def _combine(datastore: Datastore, capture: KeyCapture, steps: list[_Step], own: KnnLmSettings):
         def combine(row_logprobs: torch.Tensor) -> torch.Tensor:
             lm = row_logprobs[:, 0]  # (1, 1, V) -> (1, V)
-            found = datastore.search(capture.last().numpy(), cfg.knn_k)  # (1, k) each
+            found = datastore.search(capture.last().numpy(), own.neighbours)  # (1, k) each
             valid = found.ids[0] >= 0
             if not valid.any():  # an empty datastore: p_kNN is undefined, the LM decides alone
                 steps.append(_Step(found, None))
                 return lm
             distances = torch.from_numpy(found.distances[0][valid])  # (k',)
             values = torch.from_numpy(found.values[0][valid])  # (k',)
-            knn = knn_distribution(distances, values, lm.shape[-1], cfg.knn_temperature)  # (V,)
+            knn = knn_distribution(distances, values, lm.shape[-1], own.temperature)  # (V,)
             steps.append(_Step(found, knn))
-            return interpolate(lm[0], knn, cfg.knn_lambda).unsqueeze(0)  # (1, V)
+            return interpolate(lm[0], knn, own.lambda_).unsqueeze(0)  # (1, V)
 
         return combine
 
-    def _provenance(self, datastore: Datastore, step: _Step, token: int, logprob: float, text: str) -> TokenProvenance:
+    def _provenance(self, datastore: Datastore, step: _Step, token: int, logprob: float, text: str,
+                    own: KnnLmSettings) -> TokenProvenance:
         if step.knn_logprobs is None:
-            return TokenProvenance(text, math.exp(logprob), (), (), 0.0)
-        cfg = self.config
-        share = float(knn_share(torch.tensor(logprob, dtype=torch.float64), step.knn_logprobs[token], cfg.knn_lambda))
-        return TokenProvenance(text, math.exp(logprob), (), self._neighbours(datastore, step.found, token), share)
+            return TokenProvenance(text, math.exp(logprob), (), extra=KnnEvidence((), 0.0))
+        share = float(knn_share(torch.tensor(logprob, dtype=torch.float64), step.knn_logprobs[token], own.lambda_))
+        evidence = KnnEvidence(self._neighbours(datastore, step.found, token, own), share)
+        return TokenProvenance(text, math.exp(logprob), (), extra=evidence)
 
-    def _neighbours(self, datastore: Datastore, found: SearchResult, token: int) -> tuple[Neighbour, ...]:
+    @staticmethod
+    def _neighbours(datastore: Datastore, found: SearchResult, token: int, own: KnnLmSettings) -> tuple[Neighbour, ...]:
         """The nearest neighbours whose next token is the chosen one (those that voted for it)."""
         valid = found.ids[0] >= 0
         distances = found.distances[0][valid]  # (k',)
-        weights = neighbour_logweights(torch.from_numpy(distances), self.config.knn_temperature).exp()  # (k',)
-        voters = np.flatnonzero(found.values[0][valid] == token)[: self.config.knn_neighbours_shown]
+        weights = neighbour_logweights(torch.from_numpy(distances), own.temperature).exp()  # (k',)
+        voters = np.flatnonzero(found.values[0][valid] == token)[: own.neighbours_shown]
         out = []
         for j in voters:
             info = datastore.info(int(found.ids[0][valid][j]))

@@ -18,28 +18,30 @@ from ..text_stream import TokenTexts
 
 
 def stream_mixture(
-    generator: Generator, prompts: Sequence[Sequence[int]], doc_logprior: torch.Tensor, config: AnswerConfig
+    generator: Generator, prompts: Sequence[Sequence[int]], doc_logprior: torch.Tensor, config: AnswerConfig,
+    beam_size: int = 1,
 ) -> Iterator[tuple[TokenStep, str]]:
     """Decode p(y_i|x,y_<i) = Σ_z p(z|x) p(y_i|x,z,y_<i) with the k prompts in one batch.
 
     Yields (step, text) for each answer token once its text is final. Greedy (beam_size 1)
-    streams as it decodes; beam search yields the best hypothesis when the search is over.
+    streams as it decodes; beam search (``beam_size`` > 1) yields the best hypothesis when the search is over.
     prompts: k token lists; doc_logprior: (k,).
     """
     if len(prompts) != doc_logprior.shape[0]:
         raise ValueError(f"{len(prompts)} prompts but {doc_logprior.shape[0]} prior values")
-    yield from _decode(generator, prompts, mixture(doc_logprior), config)
+    yield from _decode(generator, prompts, mixture(doc_logprior), config, beam_size)
 
 
 def stream_grounded(
-    generator: Generator, prompts: Sequence[Sequence[int]], doc_logprior: torch.Tensor, config: AnswerConfig
+    generator: Generator, prompts: Sequence[Sequence[int]], doc_logprior: torch.Tensor, config: AnswerConfig,
+    beam_size: int = 1,
 ) -> Iterator[tuple[TokenStep, str]]:
     """Like :func:`stream_mixture`, with the null document as the last prompt (k + 1 prompts for a
     (k,) prior): each chunk's distribution is contrasted with it as ``config`` says
     (context-aware decoding), and every step's ``row_logprobs`` ends with log p(y_i|x,∅,y_<i)."""
     if len(prompts) != doc_logprior.shape[0] + 1:
         raise ValueError(f"{len(prompts)} prompts for {doc_logprior.shape[0]} prior values: the null prompt comes last")
-    yield from _decode(generator, prompts, grounded_mixture(doc_logprior, contrast_of(config)), config)
+    yield from _decode(generator, prompts, grounded_mixture(doc_logprior, contrast_of(config)), config, beam_size)
 
 
 def contrast_of(config: AnswerConfig) -> Contrast:
@@ -48,14 +50,14 @@ def contrast_of(config: AnswerConfig) -> Contrast:
 
 
 def _decode(
-    generator: Generator, prompts: Sequence[Sequence[int]], combine: Combine, config: AnswerConfig
+    generator: Generator, prompts: Sequence[Sequence[int]], combine: Combine, config: AnswerConfig, beam_size: int
 ) -> Iterator[tuple[TokenStep, str]]:
     batch = LockstepBatch(generator.model, prompts, generator.pad_id)
-    if config.beam_size == 1:
+    if beam_size == 1:
         steps = greedy(batch, combine, generator.eos_ids, config.max_new_tokens)
     else:
         groups = beam_search(
-            batch, batch.prefill(), combine, 1, config.beam_size, generator.eos_ids, config.max_new_tokens,
+            batch, batch.prefill(), combine, 1, beam_size, generator.eos_ids, config.max_new_tokens,
             stop_check(generator, config.stop), config.length_penalty,
         )
         steps = iter(groups[0][0].answer_steps)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import ClassVar, Literal, Sequence
 
 import torch
 
+from knowledge.errors import ConfigError
 from knowledge.types import Hit
 
 from ..answer import Answer, RankedAnswer, TokenProvenance, chunks_of
@@ -25,9 +26,25 @@ from ..marginals import (
 )
 from ..prompts import build_prompts, chunk_context
 from ..text_stream import pieces_of
-from .base import ModeBase, doc_logprior
+from .base import ModeBase, QuestionSettings, doc_logprior
 from .grounded import StepEvidence, support_stream, with_support
 from .mixture import contrast_of, stop_check
+
+
+@dataclass(frozen=True)
+class RagSequenceSettings:
+    beams: int = 2  # beams per document
+    decoding: Literal["fast", "thorough"] = "fast"  # "fast" (p(y|x,z) = 0 off z's beam) or "thorough" (score every pair)
+    n_best: int = 3  # hypotheses returned with their marginals
+
+    moved_from: ClassVar[dict[str, str]] = {"rag_sequence_beams": "beams", "rag_sequence_decoding": "decoding",
+                                            "n_best": "n_best"}
+
+    def __post_init__(self) -> None:
+        if self.beams < 1 or self.n_best < 1:
+            raise ConfigError("rag-sequence: beams and n_best must be >= 1")
+        if self.decoding not in ("fast", "thorough"):
+            raise ConfigError(f'rag-sequence: decoding = "{self.decoding}": use "fast" or "thorough"')
 
 
 class RagSequenceMode(ModeBase):
@@ -43,28 +60,32 @@ class RagSequenceMode(ModeBase):
     """
 
     name = "rag-sequence"
+    Settings = RagSequenceSettings
+    request_settings = ("beams", "decoding", "n_best")
 
-    def answer(self, question: str, history: Sequence[Turn], hits: Sequence[Hit]) -> Answer:
-        cfg, gen = self.config, self.generator
+    def answer(self, question: str, history: Sequence[Turn], hits: Sequence[Hit],
+               settings: QuestionSettings | None = None) -> Answer:
+        settings = settings or self.defaults()
+        cfg, gen = settings.shared, self.generator
         prior = doc_logprior(hits, cfg)  # (k,)
         contexts = [chunk_context(h, cfg.chunk_chars) for h in hits]
         *prompts, null_prompt = build_prompts(gen, question, history, contexts + [None], cfg)
-        table = hypotheses_per_chunk(gen, prompts, null_prompt, cfg)
+        table = hypotheses_per_chunk(gen, prompts, null_prompt, cfg, settings.own)
         seq = table.sequence_logprobs()  # (H, k)
         marginal = rag_sequence_marginal(seq, prior)  # (H,)
         posterior = rag_sequence_posterior(seq, prior)  # (H, k)
-        order = marginal.argsort(descending=True)[: cfg.n_best].tolist()
+        order = marginal.argsort(descending=True)[: settings.own.n_best].tolist()
         best = order[0]
-        tokens = self._tokens(table, best, prior, hits, question)
+        tokens = self._tokens(table, best, prior, hits, question, cfg)
         n_best = tuple(
-            RankedAnswer(self._text(table.hypotheses[h]), float(marginal[h]), tuple(posterior[h].tolist()))
+            RankedAnswer(self._text(table.hypotheses[h], cfg), float(marginal[h]), tuple(posterior[h].tolist()))
             for h in order
         )
         chunks = chunks_of(hits, prior.exp().tolist(), posterior[best].tolist())
         return Answer("".join(t.text for t in tokens), self.name, chunks, tokens, n_best)
 
     def _tokens(self, table: "HypothesisTable", h: int, prior: torch.Tensor, hits: Sequence[Hit],
-                question: str) -> tuple[TokenProvenance, ...]:
+                question: str, cfg: AnswerConfig) -> tuple[TokenProvenance, ...]:
         token_logprobs = table.token_matrix(h)  # (n, k), -inf where unscored
         null_logprobs = table.null[h]  # (n,)
         probs = rag_sequence_token_marginals(token_logprobs, prior).exp()  # (n,)
@@ -75,13 +96,13 @@ class RagSequenceMode(ModeBase):
         evidence = (
             StepEvidence(p.text, float(probs[p.index]), tuple(posteriors[p.index].tolist()), pmis[p.index].tolist(),
                          math.exp(float(null_logprobs[p.index])))
-            for p in pieces_of(self.generator.decode, answer_ids, self.config.stop)
+            for p in pieces_of(self.generator.decode, answer_ids, cfg.stop)
         )
-        return tuple(with_support(evidence, support_stream(hits, question, self.config)))
+        return tuple(with_support(evidence, support_stream(hits, question, cfg)))
 
-    def _text(self, hyp: Hypothesis) -> str:
+    def _text(self, hyp: Hypothesis, cfg: AnswerConfig) -> str:
         ids = [s.token_id for s in hyp.answer_steps]
-        return "".join(p.text for p in pieces_of(self.generator.decode, ids, self.config.stop))
+        return "".join(p.text for p in pieces_of(self.generator.decode, ids, cfg.stop))
 
 
 @dataclass
@@ -125,7 +146,8 @@ class HypothesisTable:
 
 
 def hypotheses_per_chunk(
-    generator: Generator, prompts: Sequence[Sequence[int]], null_prompt: Sequence[int], cfg: AnswerConfig
+    generator: Generator, prompts: Sequence[Sequence[int]], null_prompt: Sequence[int], cfg: AnswerConfig,
+    own: RagSequenceSettings = RagSequenceSettings(),
 ) -> HypothesisTable:
     """Beam search per chunk prompt (one batch, one group per chunk), then the union of the
     hypotheses; with "thorough" decoding every missing pair is scored by teacher forcing.
@@ -136,9 +158,9 @@ def hypotheses_per_chunk(
     paired = [row for prompt in prompts for row in (prompt, null_prompt)]  # (2k,) z0, ∅, z1, ∅, ...
     batch = LockstepBatch(generator.model, paired, generator.pad_id)
     first = batch.prefill()  # (2k, V)
-    state = batch.snapshot(first) if cfg.rag_sequence_decoding == "thorough" else None
+    state = batch.snapshot(first) if own.decoding == "thorough" else None
     per_chunk = beam_search(
-        batch, first, contrasted_row(contrast_of(cfg)), len(prompts), cfg.rag_sequence_beams, generator.eos_ids,
+        batch, first, contrasted_row(contrast_of(cfg)), len(prompts), own.beams, generator.eos_ids,
         cfg.max_new_tokens, stop_check(generator, cfg.stop), cfg.length_penalty,
     )
     table = HypothesisTable(len(prompts))

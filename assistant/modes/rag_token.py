@@ -14,7 +14,8 @@ from ..conversation import Turn
 from ..grounding import pmi
 from ..marginals import rag_token_posterior
 from ..prompts import build_prompts, chunk_context
-from .base import ModeBase, doc_logprior
+from .base import ModeBase, QuestionSettings, doc_logprior
+from .beam import BeamSettings
 from .grounded import StepEvidence, support_stream, with_support
 from .mixture import stream_grounded
 
@@ -30,14 +31,19 @@ class RagTokenMode(ModeBase):
     """
 
     name = "rag-token"
+    Settings = BeamSettings
+    request_settings = ("beam_size",)
 
-    def stream(self, question: str, history: Sequence[Turn], hits: Sequence[Hit]) -> Iterator[TokenProvenance | Answer]:
-        cfg = self.config
+    def stream(self, question: str, history: Sequence[Turn], hits: Sequence[Hit],
+               settings: QuestionSettings | None = None) -> Iterator[TokenProvenance | Answer]:
+        settings = settings or self.defaults()
+        cfg = settings.shared
         prior = doc_logprior(hits, cfg)  # (k,)
         contexts = [chunk_context(h, cfg.chunk_chars) for h in hits] + [None]
         prompts = build_prompts(self.generator, question, history, contexts, cfg)
         tokens: list[TokenProvenance] = []
-        for token in with_support(self._evidence(prompts, prior), support_stream(hits, question, cfg)):
+        evidence = self._evidence(prompts, prior, settings)
+        for token in with_support(evidence, support_stream(hits, question, cfg)):
             tokens.append(token)
             yield token
         posteriors = [torch.tensor(t.posterior) for t in tokens]
@@ -45,8 +51,8 @@ class RagTokenMode(ModeBase):
         chunks = chunks_of(hits, prior.exp().tolist(), answer_posterior.tolist())
         yield Answer("".join(t.text for t in tokens), self.name, chunks, tuple(tokens))
 
-    def _evidence(self, prompts: list[list[int]], prior: torch.Tensor) -> Iterator[StepEvidence]:
-        for step, text in stream_grounded(self.generator, prompts, prior, self.config):
+    def _evidence(self, prompts: list[list[int]], prior: torch.Tensor, settings: QuestionSettings) -> Iterator[StepEvidence]:
+        for step, text in stream_grounded(self.generator, prompts, prior, settings.shared, settings.own.beam_size):
             rows = torch.tensor(step.row_logprobs)  # (k + 1,): the chunks, then ∅
             docs, null = rows[:-1], rows[-1]  # (k,), ()
             posterior = rag_token_posterior(docs, prior)  # (k,)

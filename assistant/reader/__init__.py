@@ -1,30 +1,35 @@
 """Extractive readers for the REALM mode: a question and chunk texts in, scored spans out.
 
-``realm_reader = "generator"`` (the default) reads with the packaged generator
+``[answer.realm] reader = "generator"`` (the default) reads with the packaged generator
 (:class:`GeneratorReader`, nothing to download); any other value names an extractive
 question-answering model (``AutoModelForQuestionAnswering``: a Hugging Face id or a local dir)
-read by :class:`HFQAReader`.
+read by :class:`HFQAReader`, loaded once by :class:`Readers`.
 """
 
 from __future__ import annotations
 
-from ..config import REALM_GENERATOR_READER, AnswerConfig
+from ..config import AnswerConfig
 from ..generator import Generator
 from .base import Reader, SpanCandidate, candidate
 from .generator_reader import GeneratorReader
 from .hf_qa import HFQAReader
 
-__all__ = ["GeneratorReader", "HFQAReader", "Reader", "SpanCandidate", "candidate", "load_reader"]
+__all__ = ["GENERATOR_READER", "GeneratorReader", "HFQAReader", "Reader", "Readers", "SpanCandidate", "candidate"]
+
+GENERATOR_READER = "generator"
 
 
-def load_reader(config: AnswerConfig, generator: Generator) -> Reader:
-    """The reader that ``config.realm_reader`` names."""
-    if config.realm_reader == REALM_GENERATOR_READER:
-        return GeneratorReader(generator, config.realm_max_answer_tokens, config.chunk_chars,
-                               generate_tokens=config.max_new_tokens)
-    return HFQAReader.from_pretrained(
-        config.realm_reader,
-        max_answer_tokens=config.realm_max_answer_tokens,
-        window_tokens=config.realm_window_tokens,
-        stride=config.realm_stride,
-    )
+class Readers:
+    """The reader model a config names, loaded once; :meth:`reader` gives the reader for one
+    question's settings on top of it (span length, windows, the shared chunk and answer lengths)."""
+
+    def __init__(self, name: str, generator: Generator) -> None:
+        self.name = name
+        self.generator = generator
+        self._qa = None if name == GENERATOR_READER else HFQAReader.from_pretrained(name)
+
+    def reader(self, shared: AnswerConfig, max_answer_tokens: int, window_tokens: int, stride: int) -> Reader:
+        if self._qa is None:
+            return GeneratorReader(self.generator, max_answer_tokens, shared.chunk_chars,
+                                   generate_tokens=shared.max_new_tokens)
+        return self._qa.with_settings(max_answer_tokens=max_answer_tokens, window_tokens=window_tokens, stride=stride)

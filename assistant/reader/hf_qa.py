@@ -88,10 +88,15 @@ class HFQAReader:
         except (OSError, ValueError) as exc:
             offline = " (HF_HUB_OFFLINE=1: only models already on disk load)" if os.environ.get("HF_HUB_OFFLINE") else ""
             raise ConfigError(
-                f"cannot load the reader {name!r}{offline}: {exc}. Set [answer] realm_reader to \"generator\" "
+                f"cannot load the reader {name!r}{offline}: {exc}. Set reader under [answer.realm] to \"generator\" "
                 "(the packaged generator reads the chunks) or to a downloaded question-answering model id or dir"
             ) from None
         return cls(model, tokenizer, **settings)
+
+    def with_settings(self, **settings: Any) -> "HFQAReader":
+        """A reader on the same loaded model with other span and window settings (nothing reloads)."""
+        return type(self)(self.model, self.tokenizer, **{"top_spans": self.top_spans, "max_batch": self.max_batch,
+                                                          **settings})
 
     def read(self, question: str, chunk_texts: Sequence[str]) -> list[tuple[SpanCandidate, ...]]:
         question = self._shortened(question)

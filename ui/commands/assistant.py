@@ -46,6 +46,7 @@ def build_engine(ctx, kb: KnowledgeBase, mode: str | None = None):
     from assistant.engine import DialogueEngine
     from assistant.generator import Generator
     from assistant.modes.base import ModeResources
+    from knowledge.progress import TqdmProgress
 
     answer = ctx.config.assistant.answer
     if mode:
@@ -53,10 +54,11 @@ def build_engine(ctx, kb: KnowledgeBase, mode: str | None = None):
     generator = Generator.from_config(ctx.config.assistant.generator)
     resources = ModeResources(kb.store, kb.data_dir, knn=ctx.config.assistant.knn)
     engine = DialogueEngine(kb.retriever, generator, answer, resources)
-    if answer.mode == "knn-lm":
-        from .knn_eval import build_datastore
-
-        build_datastore(resources, generator)
+    progress = TqdmProgress()
+    try:
+        engine.mode().prepare(progress)  # e.g. kNN-LM's datastore, in the foreground: the CLI exits after one answer
+    finally:
+        progress.close()
     return engine
 
 

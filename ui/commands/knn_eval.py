@@ -1,5 +1,5 @@
 """`footnotes eval perplexity` (base LM and kNN-LM perplexity of a text over one datastore), and
-building the knowledge base's datastore in the foreground with a progress bar for `ask` / `chat`."""
+building the knowledge base's datastore in the foreground with a progress bar (`reindex`)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ def register_eval(evals: argparse._SubParsersAction) -> None:
                    help="a datastore folder (or a data dir holding knn/), or a text file to build one from (kept "
                         "under <data dir>/eval/ and reused)")
     p.add_argument("--text", required=True, help="the text file to score")
-    p.add_argument("--lambda", dest="lambdas", help="λ values, comma-separated (default: answer.knn_lambda)")
-    p.add_argument("--k", type=int, help="neighbours per token (default: answer.knn_k)")
-    p.add_argument("--temperature", type=float, help="T of p_kNN (default: answer.knn_temperature)")
+    p.add_argument("--lambda", dest="lambdas", help="λ values, comma-separated (default: [answer.knn-lm] lambda)")
+    p.add_argument("--k", type=int, help="neighbours per token (default: [answer.knn-lm] neighbours)")
+    p.add_argument("--temperature", type=float, help="T of p_kNN (default: [answer.knn-lm] temperature)")
     p.add_argument("--tokens", type=int, default=0, help="score only the first N tokens of --text")
     p.add_argument("--datastore-tokens", type=int, default=0, help="build from only the first N tokens of a text file")
     p.add_argument("--json", action="store_true", help='print {"tokens", "base", "knn": {"<λ>": perplexity}}')
@@ -31,8 +31,11 @@ def cmd_eval_perplexity(args, ctx) -> int:
     from assistant.knn.perplexity import evaluate_perplexity
     from knowledge.progress import TqdmProgress
 
-    answer, knn = ctx.config.assistant.answer, ctx.config.assistant.knn
-    lambdas = parse_lambdas(args.lambdas) if args.lambdas else [answer.knn_lambda]
+    from assistant.modes.base import own_settings
+    from assistant.modes.knn_lm import KnnLmMode
+
+    own, knn = own_settings(KnnLmMode, ctx.config.assistant.answer), ctx.config.assistant.knn
+    lambdas = parse_lambdas(args.lambdas) if args.lambdas else [own.lambda_]
     text_path = Path(args.text)
     if not text_path.is_file():
         raise ConfigError(f"--text {args.text}: no such file")
@@ -41,7 +44,7 @@ def cmd_eval_perplexity(args, ctx) -> int:
     progress = TqdmProgress(min_total=1)
     try:
         result = evaluate_perplexity(generator, datastore, text_path.read_text(encoding="utf-8"), lambdas,
-                                     args.k or answer.knn_k, args.temperature or answer.knn_temperature, knn,
+                                     args.k or own.neighbours, args.temperature or own.temperature, knn,
                                      args.tokens, progress)
     finally:
         progress.close()
