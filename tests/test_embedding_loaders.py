@@ -52,8 +52,8 @@ def test_token_spans_equal_the_transformers_tokenizer(folder):
         assert encoder.token_spans(text) == theirs.token_spans(text)
 
 
-def test_the_default_embedder_uses_the_encoder_and_loads_on_first_use(folder):
-    embedder = SentenceTransformerEmbedder(EmbeddingConfig())
+def test_the_torch_embedder_uses_the_encoder_and_loads_on_first_use(folder):
+    embedder = SentenceTransformerEmbedder(EmbeddingConfig(backend="torch", dtype="int8"))
     assert embedder._backend is None  # noqa: SLF001 - nothing loaded by construction
     vectors = embedder.embed(TEXTS[:3])  # (3, 384)
     assert isinstance(embedder._backend, BertEncoder) and embedder.dim == 384  # noqa: SLF001
@@ -68,7 +68,7 @@ def test_other_shapes_go_through_sentence_transformers(folder, tmp_path):
     config = json.loads(pooling.read_text())
     pooling.write_text(json.dumps({**config, "pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True}))
     assert not supported(cls)
-    embedder = SentenceTransformerEmbedder(EmbeddingConfig(model=str(cls), dtype="float32"))
+    embedder = SentenceTransformerEmbedder(EmbeddingConfig(model=str(cls), backend="torch", dtype="float32"))
     vector = embedder.embed(["Where was Marie Curie born?"])  # (1, 384)
     assert isinstance(embedder._backend, _SentenceTransformersBackend)  # noqa: SLF001
     assert vector.shape == (1, 384)

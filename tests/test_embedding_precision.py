@@ -1,4 +1,4 @@
-"""embedding.dtype: each precision of the packaged model gives unit vectors close to fp32's."""
+"""embedding.dtype on the torch backend: each precision of the packaged model gives unit vectors close to fp32's."""
 
 from __future__ import annotations
 
@@ -18,18 +18,18 @@ TEXTS = [
 
 def test_unknown_dtype_names_the_known_ones():
     with pytest.raises(ConfigError, match="use one of float32, bfloat16, int8"):
-        SentenceTransformerEmbedder(EmbeddingConfig(dtype="float8"))
+        SentenceTransformerEmbedder(EmbeddingConfig(backend="torch", dtype="float8"))
 
 
 @pytest.fixture(scope="module")
 def fp32_vectors():
-    return SentenceTransformerEmbedder(EmbeddingConfig(dtype="float32")).embed(TEXTS)
+    return SentenceTransformerEmbedder(EmbeddingConfig(backend="torch", dtype="float32")).embed(TEXTS)
 
 
 @pytest.mark.real_models
 @pytest.mark.parametrize("dtype", [d for d in PRECISIONS if d != "float32"])
 def test_each_precision_stays_close_to_fp32(dtype, fp32_vectors):
-    embedder = SentenceTransformerEmbedder(EmbeddingConfig(dtype=dtype))
+    embedder = SentenceTransformerEmbedder(EmbeddingConfig(backend="torch", dtype=dtype))
     vectors = embedder.embed(TEXTS)  # (3, 384)
     assert embedder.name.endswith(f"@{dtype}")
     assert vectors.dtype == np.float32 and vectors.shape == fp32_vectors.shape
