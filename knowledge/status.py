@@ -50,6 +50,14 @@ class Status:
             "last_sync": self.last_sync,
         }
 
+    @classmethod
+    def from_json(cls, data: dict) -> Status:
+        """The inverse of ``to_json`` (a status a server sent)."""
+        chunks = data["chunks"]
+        return cls(int(data["documents"]), int(chunks["manifest"]), int(chunks["chroma"]), int(chunks["bm25"]),
+                   tuple(Failure(f["source"], f["error"]) for f in data["failed"]), data["last_sync"],
+                   tuple(data.get("warnings", ())))
+
 
 def no_knowledge_base(data_dir: Path) -> IndexUnusableError:
     return IndexUnusableError(f"there is no knowledge base in {data_dir}; run `footnotes ingest DIR` to build "

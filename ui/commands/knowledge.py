@@ -105,31 +105,62 @@ def cmd_watch(args, ctx) -> int:
 
 
 def cmd_search(args, ctx) -> int:
+    types = tuple(t if t.startswith(".") else f".{t}" for t in args.type)
+    hits = _search_through_server(args, ctx, types)
+    if hits is None:
+        hits = [h.to_json() for h in _search_here(args, ctx, types)]
+    if args.json:
+        print(json.dumps(hits, ensure_ascii=False))
+        return 0
+    for i, h in enumerate(hits, 1):
+        where = " > ".join(h["heading_path"])
+        print(f"{i}. {h['source']} [{h['start']}:{h['end']}] {where}  score={h['score']:.4f}")
+        print("   " + " ".join(h["text"].split())[:200])
+    return 0
+
+
+def _search_here(args, ctx, types: tuple[str, ...]):
     from knowledge.retrieval import Filters
 
     kb = open_kb(ctx, write=False)
     try:
-        filters = Filters(args.prefix, tuple(t if t.startswith(".") else f".{t}" for t in args.type))
-        hits = kb.retriever.search(args.query, args.k, filters)
+        return kb.retriever.search(args.query, args.k, Filters(args.prefix, types))
     finally:
         kb.close()
-    if args.json:
-        print(json.dumps([h.to_json() for h in hits], ensure_ascii=False))
-        return 0
-    for i, h in enumerate(hits, 1):
-        where = " > ".join(h.chunk.heading_path)
-        print(f"{i}. {h.doc_id} [{h.chunk.start}:{h.chunk.end}] {where}  score={h.score:.4f}")
-        print("   " + " ".join(h.chunk.text.split())[:200])
-    return 0
+
+
+def _search_through_server(args, ctx, types: tuple[str, ...]) -> list[dict] | None:
+    """The hits from a running `footnotes serve` of this data dir (its models are loaded), or None."""
+    from ..server_link import client_for
+
+    client = client_for(ctx)
+    if client is None:
+        return None
+    body = {"query": args.query, "prefix": args.prefix, "types": list(types), **({"k": args.k} if args.k else {})}
+    hits = client.post("v1/search", body)
+    if isinstance(hits, list):
+        print(f"footnotes: answered by the server at {client.url}", file=sys.stderr)
+        return hits
+    return None
 
 
 def cmd_status(args, ctx) -> int:
     """Read from the manifest and the index files: no model, no torch, no Chroma client (see
     knowledge/status.py)."""
     from knowledge.kb import read_status
+    from knowledge.status import Status
 
-    status = read_status(ctx.config.knowledge, ctx.data_dir)
+    from ..server_link import client_for
+
+    client = client_for(ctx)
+    listed = client.get("v1/documents") if client is not None else None
+    if isinstance(listed, dict) and "summary" in listed:
+        status, answered_by = Status.from_json(listed["summary"]), f"the server at {client.url}"
+    else:
+        status, answered_by = read_status(ctx.config.knowledge, ctx.data_dir), None
     if args.json:
+        if answered_by:
+            print(f"footnotes: answered by {answered_by}", file=sys.stderr)
         print(json.dumps(status.to_json()))
         return 0
     print(f"documents: {status.documents}")
@@ -137,6 +168,9 @@ def cmd_status(args, ctx) -> int:
     print(f"last sync: {status.last_sync or 'never'}")
     for f in status.failed:
         print(f"failed: {f.doc_id}: {f.error}")
+    for w in status.warnings:
+        print(f"warning: {w}")
+    print(f"answered by: {answered_by or 'this command (the files in ' + str(ctx.data_dir) + ')'}")
     return 0
 
 

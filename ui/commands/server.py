@@ -25,6 +25,7 @@ def cmd_serve(args, ctx) -> int:
     from knowledge.progress import TqdmProgress
     from ui.auth import Login
     from ui.server import allowed_hosts_for, check_port, create_app, is_loopback, serve, warn
+    from ui.server_link import announce
     from ui.service import Service
 
     server_cfg = ctx.config.server
@@ -46,6 +47,7 @@ def cmd_serve(args, ctx) -> int:
     progress.close()
     stop = threading.Event()
     threads: list[threading.Thread] = []
+    withdraw: list = []
     try:
         if not kb.writable_sources():
             warn("no knowledge folder: pass --knowledge DIR (uploads need one)")
@@ -59,6 +61,7 @@ def cmd_serve(args, ctx) -> int:
         app = create_app(service, login, allowed_hosts=allowed_hosts_for(host),
                          max_request_bytes=server_cfg.max_request_bytes)
         def started(url: str) -> None:
+            withdraw.append(announce(ctx.data_dir, url))  # `footnotes search`/`status` answer through it
             where = f" over {kb.describe()}" if kb.sources else ""
             print(f"footnotes: serving{where} at {url} (API at {url}v1/; Ctrl-C stops)"
                   + (" — login required" if login else ""), file=sys.stderr, flush=True)
@@ -66,6 +69,8 @@ def cmd_serve(args, ctx) -> int:
         serve(app, host, port, started)
         return 0
     finally:
+        for w in withdraw:
+            w()
         stop.set()
         for t in threads:
             t.join(timeout=10)
