@@ -1,6 +1,6 @@
 """RAG-Token decoding speed and time to first token at k = 1, 3, 5, 10 next to the plain LM, in one run.
 
-    .venv/bin/python bench/rag_token_speed.py [--steps 32] [--ks 1,3,5,10] [--threads 1] [--no-write]
+    .venv/bin/python bench/rag_token_speed.py [--steps 32] [--ks 1,3,5,10] [--threads 1] [--dtype bfloat16] [--no-write]
 
 The plain LM is k = 1 (one prompt, no mixture). Decode steps of all k alternate, so every k sees
 the same machine load and the ratio to the plain LM is stable even on a busy machine. The k
@@ -55,9 +55,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--ks", default="1,3,5,10")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
+    parser.add_argument("--dtype", default=GeneratorConfig().dtype, help="generator precision (default: [generator] dtype's)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    generator = Generator.from_config(GeneratorConfig(threads=args.threads))
+    generator = Generator.from_config(GeneratorConfig(threads=args.threads, dtype=args.dtype))
     config = AnswerConfig()
     states = [start(generator, int(k), config) for k in args.ks.split(",")]
     states += [start(generator, 5, config, Contrast()), start(generator, 5, config, contrast_of(config))]
@@ -81,9 +82,10 @@ def main() -> None:
     print(table)
     if not args.no_write:
         write_section("## RAG-Token decoding speed", "\n".join([
-            f"`.venv/bin/python bench/rag_token_speed.py --steps {args.steps} --ks {args.ks} --threads {args.threads}`; "
+            f"`.venv/bin/python bench/rag_token_speed.py --steps {args.steps} --ks {args.ks} --threads {args.threads} "
+            f"--dtype {args.dtype}`; "
             f"{machine()}.", "",
-            f"Packaged SmolLM2-135M, prompts of {states[0]['prompt_tokens']} tokens, greedy, {args.steps} steps; "
+            f"Packaged SmolLM2-135M ({args.dtype}), prompts of {states[0]['prompt_tokens']} tokens, greedy, {args.steps} steps; "
             "steps of all rows interleaved so every row sees the same load. Goals: k = 5 at least 0.6× the plain LM; "
             "the null row (grounding) costs k = 5 at most 10% of its decode speed.", "",
             table, "",
