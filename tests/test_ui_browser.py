@@ -342,3 +342,71 @@ def test_words_from_the_models_memory_are_marked_without_colour(server, browser)
         wait(driver, lambda d: "From the model's memory" in css(d, "#fn-token-detail")[0].text, 30)
         assert "Closed-book p(" in css(driver, "#fn-token-detail")[0].text
         screenshot(driver, "7-memory-token-detail")
+
+
+def pick_mode(driver, name: str) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    box = css(driver, "#fn-mode input")[0]
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+    box.click()
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(name)
+    option = wait(driver, lambda d: next((o for o in css(d, "ul[role=listbox] li, [role=option]")
+                                          if o.text.strip() == name), None), 10)
+    option.click()
+    wait(driver, lambda d: css(d, "#fn-mode input")[0].get_attribute("value") == name, 10)
+
+
+def shown(driver, elem_id: str) -> bool:
+    found = css(driver, f"#{elem_id}")
+    return bool(found) and found[0].is_displayed()
+
+
+def test_each_modes_settings_panel_is_built_from_its_dataclass(server, browser) -> None:
+    """The panel shows the chosen mode's request_settings with the type, default and help text of its
+    Settings dataclass (no mode is named in the page's code), and hides the other modes'."""
+    driver = browser
+    driver.switch_to.new_window("tab")  # a fresh page of its own (the login cookie is shared)
+    try:
+        driver.get(server[0])
+        if "/login" in driver.current_url:
+            css(driver, "#username")[0].send_keys(USER)
+            css(driver, "#password")[0].send_keys(PASSWORD)
+            css(driver, "button[type=submit]")[0].click()
+        wait(driver, lambda d: css(d, "#fn-question textarea"))
+        check_the_settings_panels(driver)
+    except Exception:
+        screenshot(driver, "7-settings-failed")
+        raise
+    finally:
+        driver.close()
+        driver.switch_to.window(driver.window_handles[0])
+
+
+def check_the_settings_panels(driver) -> None:
+    css(driver, "#fn-settings button")[0].click()
+    wait(driver, lambda d: shown(d, "fn-k"), 10)
+    assert shown(driver, "fn-setting-rag-token-beam_size") and not shown(driver, "fn-setting-knn-lm-lambda")
+    pick_mode(driver, "knn-lm")
+    lam = wait(driver, lambda d: shown(d, "fn-setting-knn-lm-lambda") and css(d, "#fn-setting-knn-lm-lambda")[0], 10)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", lam)
+    assert "lambda" in lam.text and "p(w) = λ·p_kNN(w) + (1 − λ)·p_LM(w)" in lam.text and "(default: 0.25)" in lam.text
+    assert lam.find_elements("css selector", "input[type=number]")[0].get_attribute("value") == "0.25"
+    conditioned = css(driver, "#fn-setting-knn-lm-retrieval_conditioned input[type=checkbox]")
+    assert conditioned and not conditioned[0].is_selected()  # a bool is a checkbox, at its default
+    assert shown(driver, "fn-k") and not shown(driver, "fn-setting-rag-sequence-decoding")
+    screenshot(driver, "7-knn-lm-settings")
+
+    pick_mode(driver, "rag-sequence")
+    wait(driver, lambda d: shown(d, "fn-setting-rag-sequence-decoding"), 10)
+    decoding = css(driver, "#fn-setting-rag-sequence-decoding")[0]
+    radios = decoding.find_elements("css selector", "input[type=radio]")
+    assert [r.get_attribute("value") for r in radios] == ["fast", "thorough"]  # a Literal is a choice
+    assert next(r for r in radios if r.get_attribute("value") == "fast").is_selected()
+    assert not shown(driver, "fn-setting-knn-lm-lambda")
+
+    pick_mode(driver, "closed-book")  # no retrieval: no k, no prior temperature
+    wait(driver, lambda d: not shown(d, "fn-k"), 10)
+    assert shown(driver, "fn-max-tokens") and shown(driver, "fn-setting-closed-book-beam_size")
+    assert not shown(driver, "fn-temperature") and not shown(driver, "fn-setting-rag-sequence-decoding")
