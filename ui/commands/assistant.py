@@ -27,8 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=cmd_chat)
 
 
+def _registered_modes() -> list[str]:
+    """The entry points of ``footnotes.modes``, read without importing any mode (no torch)."""
+    from importlib.metadata import entry_points
+
+    return sorted(ep.name for ep in entry_points(group="footnotes.modes"))
+
+
 def _answer_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", help="answer mode (default: answer.mode); see `footnotes modes`")
+    p.add_argument("--mode", help=f"answer mode (default: answer.mode): {', '.join(_registered_modes())}")
     p.add_argument("--k", type=int, help="retrieved chunks (default: answer.k)")
 
 
