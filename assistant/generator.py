@@ -53,6 +53,17 @@ class Generator:
         model, tokenizer = load_model(cfg)
         return cls(convert(model, cfg.dtype), tokenizer, cfg.context_tokens)
 
+    batching: Any = None  # an assistant.batching.BatchScheduler when answers share forward passes (the server)
+
+    def lockstep(self, prompts: Sequence[Sequence[int]]) -> Any:
+        """A lockstep batch of these prompts (use it in a ``with`` block): its rows share forward
+        passes with other answers' when a scheduler is attached (``batching``), else its own."""
+        if self.batching is not None:
+            return self.batching.batch(prompts)
+        from .lockstep import LockstepBatch
+
+        return LockstepBatch(self.model, prompts, self.pad_id)
+
     def render(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """Token ids of a chat (``[{"role", "content"}, ...]``) through the tokenizer's chat template,
         ending with the assistant's generation prompt. Templates that refuse a system message

@@ -4,6 +4,10 @@ Left padding puts every row's next token in the last column. The attention mask 
 padding and the position ids count only real tokens, so each row computes what it would alone
 (tests check this against unbatched runs). Rows can be re-selected (beam search) and the state
 right after the prompts can be kept to score whole continuations later (RAG-Sequence "thorough").
+
+The same masking lets batches be merged (:meth:`LockstepBatch.extend`: the shorter one is padded on
+the left) and lets a step skip rows (``live``: a skipped row gets a masked hole instead of a token),
+which is how :mod:`assistant.batching` decodes several users' answers in one forward pass.
 """
 
 from __future__ import annotations
@@ -57,6 +61,15 @@ class LockstepBatch:
     def rows(self) -> int:
         return self.mask.shape[0]
 
+    def close(self) -> None:
+        """Nothing to release (a shared batch's member leaves its scheduler here)."""
+
+    def __enter__(self) -> "LockstepBatch":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @torch.inference_mode()
     def prefill(self) -> torch.Tensor:
         """Run the prompts; returns the next-token log-probs (B, V)."""
@@ -64,13 +77,18 @@ class LockstepBatch:
         return torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, V)
 
     @torch.inference_mode()
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Append one token to every row; returns the next-token log-probs.  tokens: (B,) -> (B, V)"""
+    def step(self, tokens: torch.Tensor, live: torch.Tensor | None = None) -> torch.Tensor:
+        """Append one token to every row; returns the next-token log-probs.  tokens: (B,) -> (B, V)
+
+        ``live`` (B,) bool: only these rows take their token; the others get a masked hole (their
+        token is ignored, their position does not advance and their returned log-probs mean nothing).
+        """
         if tokens.shape != (self.rows,):
             raise ValueError(f"step needs one token per row: shape ({self.rows},), got {tuple(tokens.shape)}")
-        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=-1)  # (B, T+1)
+        column = torch.ones_like(self.mask[:, :1]) if live is None else live.long().unsqueeze(-1)  # (B, 1)
+        self.mask = torch.cat([self.mask, column], dim=-1)  # (B, T+1)
         positions = self.next_position.unsqueeze(-1)  # (B, 1)
-        self.next_position = self.next_position + 1
+        self.next_position = self.next_position + column.squeeze(-1)
         logits = self._forward(tokens.unsqueeze(-1).long(), positions)  # (B, 1, V)
         return torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, V)
 
@@ -81,10 +99,27 @@ class LockstepBatch:
         self.mask = self.mask[index]  # (B', T)
         self.next_position = self.next_position[index]  # (B',)
 
-    def snapshot(self, next_logprobs: torch.Tensor) -> PromptState:
-        """A copy of the state after :meth:`prefill` (pass its result), for :func:`score_continuations`."""
-        kv = tuple((layer.keys.clone(), layer.values.clone()) for layer in self.cache.layers)
-        return PromptState(kv, self.mask.clone(), self.next_position.clone(), next_logprobs)
+    def snapshot(self, next_logprobs: torch.Tensor, rows: slice = slice(None)) -> PromptState:
+        """A copy of the state after :meth:`prefill` (pass its result), for :func:`score_continuations`;
+        ``rows``: only these rows (one member of a shared batch)."""
+        kv = tuple((layer.keys[rows].clone(), layer.values[rows].clone()) for layer in self.cache.layers)
+        return PromptState(kv, self.mask[rows].clone(), self.next_position[rows].clone(), next_logprobs)
+
+    @torch.inference_mode()
+    def extend(self, other: "LockstepBatch") -> None:
+        """Append ``other``'s rows (both prefilled, same model) after this batch's own; the shorter
+        history is padded on the left, which the mask hides. Copies both caches once."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        mine, theirs = width - self.mask.shape[1], width - other.mask.shape[1]
+        kv = [(torch.cat([_left_pad_time(a.keys, mine), _left_pad_time(b.keys, theirs)]),
+               torch.cat([_left_pad_time(a.values, mine), _left_pad_time(b.values, theirs)]))
+              for a, b in zip(self.cache.layers, other.cache.layers, strict=True)]  # per layer (B+B', H, T, D) twice
+        self.cache = _new_cache(self.model)
+        for layer, (keys, values) in zip(self.cache.layers, kv):
+            layer.update(keys, values)
+        self.mask = torch.cat([torch.nn.functional.pad(self.mask, (mine, 0)),
+                               torch.nn.functional.pad(other.mask, (theirs, 0))])  # (B+B', T)
+        self.next_position = torch.cat([self.next_position, other.next_position])  # (B+B',)
 
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         out = self.model(
@@ -145,6 +180,17 @@ def _score_batch(
     later = logprobs[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (P, N-1) log p(c_j | .., c_<j)
     token_logprobs = torch.cat([first, later], dim=-1)  # (P, N)
     return [token_logprobs[i, :n] for i, n in enumerate(lengths)]
+
+
+def _left_pad_time(x: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, H, T, D) -> (B, H, width + T, D), zeros first."""
+    return torch.nn.functional.pad(x, (0, 0, width, 0)) if width else x
+
+
+def can_extend(model: Any) -> bool:
+    """Whether this model's decoding cache is all plain layers (what :meth:`LockstepBatch.extend`
+    merges); sliding-window or other cache layers are not."""
+    return all(type(layer) is type(_append_layer()) for layer in _new_cache(model).layers)
 
 
 def _new_cache(model: Any, kv: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Any:

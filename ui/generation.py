@@ -1,11 +1,15 @@
-"""One answer is generated at a time, first come first served, so memory stays bounded by one answer.
+"""Answers are generated in arrival order, up to ``parallel`` at once, so memory stays bounded.
 
 The chat page and the HTTP API share one :class:`GenerationQueue`. A stream is produced in a
-worker thread that holds the queue's lock; its consumer reads the items as they come, either as a
+worker thread once the queue admits it; its consumer reads the items as they come, either as a
 plain iterator (the page) or with ``async for`` (the API: a request waiting in line holds no thread
 of the web server's pool, so searches and document listings go on while many chats wait). When the
 consumer goes away (a closed browser tab, a dropped HTTP connection) the worker stops after the
 current token and the next request in line starts.
+
+Answers running together share forward passes where their mode allows it (assistant/batching.py);
+a generation marked ``exclusive`` (a mode that hooks the model, such as kNN-LM) runs alone. The
+line is strictly first come first served: nobody overtakes an exclusive request waiting its turn.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -109,42 +114,78 @@ class Stream(Generic[T]):
 
 
 class GenerationQueue:
-    """Runs generations one at a time in arrival order (``threading.Lock`` is FIFO enough here:
-    waiters are few and each holds it for one answer)."""
+    """Runs generations in arrival order, up to ``parallel`` at once; an ``exclusive`` one alone."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._count_lock = threading.Lock()
+    def __init__(self, parallel: int = 1) -> None:
+        if parallel < 1:
+            raise ValueError(f"parallel must be at least 1, got {parallel}")
+        self.parallel = parallel
+        self._cond = threading.Condition()
+        self._line: deque[_Ticket] = deque()  # admitted from the left, in arrival order
+        self._running = 0
+        self._exclusive_running = False
         self._waiting = 0
+        self.peak_running = 0  # the most generations that ran at once (benchmarks, tests)
 
     @property
     def waiting(self) -> int:
         """Generations queued or running now."""
-        with self._count_lock:
+        with self._cond:
             return self._waiting
 
-    def stream(self, produce: Callable[[], Iterator[T]]) -> Stream[T]:
+    def stream(self, produce: Callable[[], Iterator[T]], exclusive: bool = False) -> Stream[T]:
         """Start ``produce()`` when the queue reaches it; its items arrive through the returned Stream."""
         channel = _Channel()
-        with self._count_lock:
+        ticket = _Ticket(exclusive, channel)
+        with self._cond:
             self._waiting += 1
-        threading.Thread(target=self._work, args=(produce, channel), name="generation", daemon=True).start()
+            self._line.append(ticket)
+        threading.Thread(target=self._work, args=(produce, ticket), name="generation", daemon=True).start()
         return Stream(channel)
 
-    def run(self, produce: Callable[[], Iterator[T]]) -> T:
+    def run(self, produce: Callable[[], Iterator[T]], exclusive: bool = False) -> T:
         """The last item of a queued generation (for callers that do not stream)."""
         last = _END
-        for last in self.stream(produce):
+        for last in self.stream(produce, exclusive):
             pass
         if last is _END:
             raise RuntimeError("the generation produced nothing")
         return last  # type: ignore[return-value]
 
-    def _work(self, produce: Callable[[], Iterator[T]], channel: _Channel) -> None:
+    def _admit(self, ticket: _Ticket) -> bool:
+        """Wait for the ticket's turn; False if its consumer went away while it waited."""
+        with self._cond:
+            while True:
+                if ticket.channel.cancelled.is_set():
+                    self._line.remove(ticket)
+                    self._cond.notify_all()
+                    return False
+                if self._line[0] is ticket and self._fits(ticket):
+                    self._line.popleft()
+                    self._running += 1
+                    self._exclusive_running = ticket.exclusive
+                    self.peak_running = max(self.peak_running, self._running)
+                    self._cond.notify_all()  # the next in line may fit beside it
+                    return True
+                self._cond.wait(0.25)  # wake now and then to notice a cancelled consumer
+
+    def _fits(self, ticket: _Ticket) -> bool:
+        if ticket.exclusive:
+            return self._running == 0
+        return not self._exclusive_running and self._running < self.parallel
+
+    def _release(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._exclusive_running = False
+            self._cond.notify_all()
+
+    def _work(self, produce: Callable[[], Iterator[T]], ticket: _Ticket) -> None:
+        channel = ticket.channel
         try:
-            with self._lock:
-                if channel.cancelled.is_set():
-                    return
+            if not self._admit(ticket):
+                return
+            try:
                 iterator = produce()
                 try:
                     for item in iterator:
@@ -155,9 +196,17 @@ class GenerationQueue:
                     close = getattr(iterator, "close", None)
                     if close is not None:
                         close()
+            finally:
+                self._release()
         except BaseException as exc:  # handed to the consumer, which reports it
             channel.put(_Failed(exc))
         finally:
-            with self._count_lock:
+            with self._cond:
                 self._waiting -= 1
             channel.put(_END)
+
+
+@dataclass(frozen=True, eq=False)
+class _Ticket:
+    exclusive: bool
+    channel: _Channel

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from assistant.answer import Answer, TokenProvenance
+from assistant.batching import BatchScheduler
 from assistant.config import AnswerConfig
 from assistant.conversation import Turn
-from assistant.engine import DialogueEngine, mode_names
+from assistant.engine import DialogueEngine, mode_class, mode_names
 from assistant.generator import Generator
+from assistant.lockstep import can_extend
 from assistant.modes.base import ModeResources, QuestionSettings
 from knowledge.errors import ConfigError, DocumentError
 from knowledge.kb import KnowledgeBase
@@ -31,18 +33,24 @@ MAX_K = 50  # the most chunks one request may ask for (each is a forward pass in
 
 
 class Service:
-    """One knowledge base, one generator loaded once, and a queue so one answer is generated at a time."""
+    """One knowledge base, one generator loaded once, and a queue that bounds how many answers are
+    generated at once."""
 
     def __init__(self, kb: KnowledgeBase, generator: Generator, answer: AnswerConfig | None = None,
                  max_upload_bytes: int = 50_000_000, queue: GenerationQueue | None = None,
-                 knn: Any = None, max_question_chars: int = 8000, max_question_tokens: int = 2048) -> None:
+                 knn: Any = None, max_question_chars: int = 8000, max_question_tokens: int = 2048,
+                 parallel_answers: int = 1, batch_rows: int = 96, batch_gather_ms: float = 20.0) -> None:
+        """``parallel_answers`` > 1: that many answers are generated at once, the greedy rows of
+        concurrent modes sharing forward passes (a :class:`BatchScheduler` on the generator)."""
         self.kb = kb
         self.generator = generator
         self.answer = answer or AnswerConfig()
         self.max_upload_bytes = max_upload_bytes
         self.max_question_chars = max_question_chars
         self.max_question_tokens = max_question_tokens
-        self.queue = queue or GenerationQueue()
+        self.queue = queue or GenerationQueue(parallel_answers)
+        if self.queue.parallel > 1 and generator.batching is None and can_extend(generator.model):
+            generator.batching = BatchScheduler(generator.model, generator.pad_id, batch_rows, batch_gather_ms / 1000)
         self.resources = ModeResources(store=kb.store, data_dir=kb.data_dir, knn=knn)  # what modes like kNN-LM build on
         self.last_report: SyncReport | None = None
         # one engine, its modes built once each (a bad default mode or mode table fails now, at start)
@@ -80,7 +88,8 @@ class Service:
         self._check_length(question)
         settings = self.settings(mode, overrides)
         engine = self.engine(settings)
-        return self.queue.stream(lambda: engine.stream(question, history, settings.mode, settings=settings))
+        exclusive = not getattr(mode_class(settings.mode), "concurrent", False)
+        return self.queue.stream(lambda: engine.stream(question, history, settings.mode, settings=settings), exclusive)
 
     def _check_length(self, question: str) -> None:
         """Refuse an over-long question before it reaches the queue: characters first (cheap), then

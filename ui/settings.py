@@ -28,6 +28,9 @@ class ServerConfig:
     max_request_bytes: int = 1_048_576  # largest request body other than an upload (chat, search): 413 beyond
     max_question_chars: int = 8000  # longest question (or search query) in characters, refused before the queue
     max_question_tokens: int = 2048  # longest question in generator tokens, refused before the queue
+    parallel_answers: int = 8  # answers generated at once (the rest wait in line); 1 = one at a time
+    batch_rows: int = 96  # most prompt rows sharing one forward pass (k + 1 per RAG-Token answer; ~9 MB each)
+    batch_gather_ms: float = 20.0  # how long a decoding step waits for the other answers' rows to join it
 
 
 @dataclass(frozen=True)
@@ -68,5 +71,15 @@ def load_config(path: str | Path | None) -> FootnotesConfig:
         raise ConfigError(f"{name}: unknown section or key '{unknown[0]}'; known sections: {', '.join(sorted(known))}")
     knowledge = parse_knowledge({k: v for k, v in table.items() if k in KNOWLEDGE_SECTIONS}, name)
     assistant = parse_assistant_config(table, name)
-    server = parse_section(ServerConfig, table.get("server", {}), "server", name)
+    server = check_server(parse_section(ServerConfig, table.get("server", {}), "server", name), name)
     return FootnotesConfig(knowledge, assistant, server, name)
+
+
+def check_server(server: ServerConfig, name: str) -> ServerConfig:
+    """Values a type check lets through but the server cannot run with."""
+    for key, least in (("parallel_answers", 1), ("batch_rows", 1), ("batch_gather_ms", 0)):
+        value = getattr(server, key)
+        if value < least:
+            raise ConfigError(f"{name}: [server] {key} = {value} is below {least}; "
+                              f"use a value of at least {least} (the default is {getattr(ServerConfig(), key)})")
+    return server

@@ -8,7 +8,9 @@ needs and what it may be told:
 - ``request_settings``: the names of those a single question may change (the HTTP API's
   ``settings``, the page's panel); never a model, a path or a file;
 - ``uses_retrieval`` (and :meth:`ModeBase.retrieves` where it depends on the settings), and
-  :meth:`ModeBase.prepare` for work to do before the first question (a datastore).
+  :meth:`ModeBase.prepare` for work to do before the first question (a datastore);
+- ``concurrent``: whether the server may generate its answers alongside others' (default False:
+  a plugin runs alone unless it says otherwise).
 
 A mode is built once per process; each question's settings (:class:`QuestionSettings`) are passed to
 :meth:`ModeBase.answer` / :meth:`ModeBase.stream`. A subclass of :class:`ModeBase` overrides one
@@ -88,6 +90,10 @@ class ModeBase:
     uses_retrieval: ClassVar[bool] = True  # whether the mode can use retrieved chunks at all
     Settings: ClassVar[type] = NoSettings  # the mode's own settings: [answer.<name>]
     request_settings: ClassVar[tuple[str, ...]] = ()  # fields of Settings one question may change
+    # whether the server may generate this mode's answers while it generates others (their greedy
+    # rows sharing forward passes through Generator.lockstep): a mode that hooks the model or
+    # assumes it runs alone says False, and then runs alone
+    concurrent: ClassVar[bool] = False
 
     def __init__(self, generator: Generator, config: AnswerConfig, settings: Any = None) -> None:
         """``settings``: the mode's own defaults; None = its ``[answer.<name>]`` table in ``config.modes``."""

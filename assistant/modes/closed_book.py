@@ -24,6 +24,7 @@ class ClosedBookMode(ModeBase):
     every token's support is "model" (its closed-book probability is its own)."""
 
     name = "closed-book"
+    concurrent = True
     uses_retrieval = False
     Settings = BeamSettings
     request_settings = ("beam_size",)

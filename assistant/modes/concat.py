@@ -26,6 +26,7 @@ class ConcatMode(ModeBase):
     copy evidence picks the chunk a supported phrase is quoted from."""
 
     name = "concat"
+    concurrent = True
     Settings = BeamSettings
     request_settings = ("beam_size",)
 

@@ -52,16 +52,18 @@ def contrast_of(config: AnswerConfig) -> Contrast:
 def _decode(
     generator: Generator, prompts: Sequence[Sequence[int]], combine: Combine, config: AnswerConfig, beam_size: int
 ) -> Iterator[tuple[TokenStep, str]]:
+    if beam_size == 1:  # greedy: the rows may share forward passes with other answers' (the server)
+        with generator.lockstep(prompts) as batch:
+            yield from with_texts(generator, greedy(batch, combine, generator.eos_ids, config.max_new_tokens),
+                                  config.stop)
+        return
+    # beam search re-selects rows every step: a copy of the whole cache, so it keeps a batch of its own
     batch = LockstepBatch(generator.model, prompts, generator.pad_id)
-    if beam_size == 1:
-        steps = greedy(batch, combine, generator.eos_ids, config.max_new_tokens)
-    else:
-        groups = beam_search(
-            batch, batch.prefill(), combine, 1, beam_size, generator.eos_ids, config.max_new_tokens,
-            stop_check(generator, config.stop), config.length_penalty,
-        )
-        steps = iter(groups[0][0].answer_steps)
-    yield from with_texts(generator, steps, config.stop)
+    groups = beam_search(
+        batch, batch.prefill(), combine, 1, beam_size, generator.eos_ids, config.max_new_tokens,
+        stop_check(generator, config.stop), config.length_penalty,
+    )
+    yield from with_texts(generator, iter(groups[0][0].answer_steps), config.stop)
 
 
 def with_texts(generator: Generator, steps: Iterator[TokenStep], stop: Sequence[str]) -> Iterator[tuple[TokenStep, str]]:

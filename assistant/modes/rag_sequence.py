@@ -60,6 +60,7 @@ class RagSequenceMode(ModeBase):
     """
 
     name = "rag-sequence"
+    concurrent = True
     Settings = RagSequenceSettings
     request_settings = ("beams", "decoding", "n_best")
 

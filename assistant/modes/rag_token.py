@@ -31,6 +31,7 @@ class RagTokenMode(ModeBase):
     """
 
     name = "rag-token"
+    concurrent = True
     Settings = BeamSettings
     request_settings = ("beam_size",)
 

@@ -61,6 +61,7 @@ class RealmMode(ModeBase):
     question's span and window settings make a reader on top of it."""
 
     name = "realm"
+    concurrent = True
     Settings = RealmSettings
     request_settings = ("threshold", "max_answer_tokens", "n_best", "window_tokens", "stride")
 

@@ -56,7 +56,9 @@ def cmd_serve(args, ctx) -> int:
         generator = Generator.from_config(assistant.generator)
         service = Service(kb, generator, assistant.answer, server_cfg.max_upload_bytes, knn=assistant.knn,
                           max_question_chars=server_cfg.max_question_chars,
-                          max_question_tokens=server_cfg.max_question_tokens)
+                          max_question_tokens=server_cfg.max_question_tokens,
+                          parallel_answers=server_cfg.parallel_answers, batch_rows=server_cfg.batch_rows,
+                          batch_gather_ms=server_cfg.batch_gather_ms)
         threads = kb.watch(stop, on_report=service.record)  # catches up with the folder first, then follows it
         app = create_app(service, login, allowed_hosts=allowed_hosts_for(host),
                          max_request_bytes=server_cfg.max_request_bytes)
