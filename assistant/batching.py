@@ -61,7 +61,8 @@ class BatchScheduler:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.passes = 0  # forward passes run (prefills and steps), for tests and benchmarks
-        self.rows_stepped = 0  # rows advanced by those steps
+        self.step_passes = 0  # of which decoding steps
+        self.rows_stepped = 0  # rows in those steps (their mean is the batch the sharing achieved)
 
     # -- members ---------------------------------------------------------------------------------
     def batch(self, prompts: Sequence[Sequence[int]]) -> "SharedBatch":
@@ -218,6 +219,7 @@ class BatchScheduler:
             spans.append((call, start, stop))
         logprobs = batch.step(tokens, None if bool(live.all()) else live)  # (B, V)
         self.passes += 1
+        self.step_passes += 1
         self.rows_stepped += batch.rows
         for call, start, stop in spans:
             call.finish(logprobs[start:stop])

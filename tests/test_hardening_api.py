@@ -188,7 +188,7 @@ def test_an_oversized_json_body_is_refused_before_it_is_read(client, service) ->
 def test_an_over_long_question_is_refused_before_the_queue(client, service, monkeypatch) -> None:
     queued: list[int] = []
     real = service.queue.stream
-    monkeypatch.setattr(service.queue, "stream", lambda produce: queued.append(1) or real(produce))
+    monkeypatch.setattr(service.queue, "stream", lambda *args: queued.append(1) or real(*args))
     started = time.monotonic()
     err = assert_json_error(client.post("/v1/chat/completions", json={
         "messages": [{"role": "user", "content": "radium " * 20_000}]}), 400)
