@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def run_arm(args: argparse.Namespace, parallel: int) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     scheduler = service.generator.batching
     return {
+        "load_average": os.getloadavg()[1],  # the 5-minute mean at the end of the arm: other processes' load
         "parallel": parallel, "chats": result.chats.summary(), "chat_failures": len(result.chats.failures),
         "p50": percentile(result.chats.latencies, 50), "p95": percentile(result.chats.latencies, 95),
         "chat_seconds": result.chat_seconds, "answers_per_minute": len(result.chats.latencies) / result.chat_seconds * 60,
@@ -140,7 +142,7 @@ def main() -> None:
             f"(another question's: {a['search_crossed']}); ingest {a['ingest_files']} files, {a['ingest_chunks']:,} "
             f"chunks in {a['ingest_seconds']:.1f} s; RSS {a['rss_before_models']:.0f} MB before the models, "
             f"{a['rss_start']:.0f} MB at the start, peak {a['rss_peak']:.0f} MB; at most {a['peak_running']} "
-            "answers at once",
+            f"answers at once; load average (5 min) {a['load_average']:.1f} at its end",
         ]
     print("\n".join(rows + lines))
     for a in arms:
