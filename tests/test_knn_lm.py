@@ -377,6 +377,16 @@ def test_text_entries_cover_every_position_once(gen):
     assert model_fingerprint(tinylm.make_model(len(gen.tokenizer), seed=1)) != model_fingerprint(gen.model)
 
 
+def test_the_fingerprint_tells_every_generator_precision_apart():
+    from assistant.generator import convert
+
+    size = len(tinylm.make_tokenizer())
+    prints = {dtype: model_fingerprint(convert(tinylm.make_model(size), dtype)) for dtype in
+              ("float32", "bfloat16", "int8")}
+    assert len(set(prints.values())) == 3, prints  # keys from one precision are not reused by another
+    assert prints["float32"] == model_fingerprint(tinylm.make_model(size))
+
+
 def test_chunk_entries_long_chunks_slide(gen):
     long_text = " ".join([TEXT] * 2)
     one = chunk_entries(gen, tinylm.make_chunks([long_text, "ada"]), SMALL)

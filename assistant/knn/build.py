@@ -20,10 +20,15 @@ BATCH_TOKENS = 4096  # padded tokens per forward pass when encoding short chunks
 
 
 def model_fingerprint(model: Any) -> str:
-    """Identifies the model the keys came from: its shape, dtype and a hash of some of its weights."""
+    """Identifies the model the keys came from: its shape, dtype, quantized layers (int8 Linear
+    layers hold no parameters, so the dtype alone would not tell int8 from float32) and a hash of
+    some of its weights."""
     cfg = model.config
-    h = hashlib.sha1(json.dumps([type(model).__name__, cfg.hidden_size, cfg.vocab_size, cfg.num_hidden_layers,
-                                 str(next(model.parameters()).dtype)]).encode())
+    quantized = sorted({f"{type(m).__module__}.{type(m).__name__}" for m in model.modules()
+                        if ".quantized" in type(m).__module__})
+    described = [type(model).__name__, cfg.hidden_size, cfg.vocab_size, cfg.num_hidden_layers,
+                 str(next(model.parameters()).dtype)]
+    h = hashlib.sha1(json.dumps(described + [quantized] if quantized else described).encode())  # unquantized: as before
     for p in list(key_module(model).parameters())[:1] + list(model.get_output_embeddings().parameters())[:1]:
         h.update(p.detach().float().reshape(-1)[:65536].numpy().tobytes())
     return h.hexdigest()[:16]
