@@ -47,35 +47,11 @@ class PromptState:
     next_logprobs: torch.Tensor  # (B, V)
 
 
-def length_buckets(lengths: Sequence[int], slack: float = 0.2) -> list[list[int]]:
-    """Rows grouped for prefill so that no group pads more than ``slack`` of its real tokens.
-
-    Rows are taken longest first; a group closes when the next row would make width x rows exceed
-    (1 + slack) x the group's tokens. E.g. [360, 350, 340, 60] -> [[0, 1, 2], [3]]: the short
-    closed-book row is not padded to a chunk prompt's length (a sixth of a k = 5 prefill).
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    groups: list[list[int]] = []
-    for i in order:
-        if groups:
-            group = groups[-1]
-            width = lengths[group[0]]
-            if width * (len(group) + 1) <= (1 + slack) * (sum(lengths[j] for j in group) + lengths[i]):
-                group.append(i)
-                continue
-        groups.append([i])
-    return groups
-
-
 class LockstepBatch:
     """B token sequences advanced together; call :meth:`prefill` once, then :meth:`step`."""
 
-    prefill_slack = 0.2  # padding a prefill group may carry (see length_buckets)
-
     def __init__(self, model: Any, prompts: Sequence[Sequence[int]], pad_id: int) -> None:
         self.model = model
-        self.prompts = [list(p) for p in prompts]
-        self.pad_id = pad_id
         self.input_ids, self.mask = left_pad(prompts, pad_id)  # (B, T), (B, T)
         self.next_position = self.mask.sum(dim=-1)  # (B,)
         self.cache = _new_cache(model)
@@ -96,24 +72,9 @@ class LockstepBatch:
 
     @torch.inference_mode()
     def prefill(self) -> torch.Tensor:
-        """Run the prompts; returns the next-token log-probs (B, V).
-
-        Prompts of very different lengths run in groups of similar length (:func:`length_buckets`),
-        then their caches are assembled into the one left-padded batch a single pass would give."""
-        groups = length_buckets([len(p) for p in self.prompts], self.prefill_slack)
-        if len(groups) == 1:
-            logits = self._forward(self.input_ids, positions_of(self.mask))  # (B, 1, V)
-            return torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, V)
-        parts, logprobs = [], []
-        for rows in groups:
-            part = LockstepBatch(self.model, [self.prompts[i] for i in rows], self.pad_id)
-            logprobs.append(part.prefill())  # (len(rows), V)
-            parts.append((rows, part))
-        self._assemble(parts)
-        out = torch.empty((self.rows, logprobs[0].shape[-1]), dtype=logprobs[0].dtype)  # (B, V)
-        for (rows, _), part_logprobs in zip(parts, logprobs):
-            out[rows] = part_logprobs
-        return out
+        """Run the prompts; returns the next-token log-probs (B, V)."""
+        logits = self._forward(self.input_ids, positions_of(self.mask))  # (B, 1, V)
+        return torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, V)
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, live: torch.Tensor | None = None) -> torch.Tensor:
@@ -159,7 +120,7 @@ class LockstepBatch:
         self.next_position = next_position
 
     def _assemble(self, parts: list[tuple[list[int], "LockstepBatch"]]) -> None:
-        """This batch's cache from prefilled parts: part ``b`` holds rows ``rows`` (in its order),
+        """This batch's cache from prefilled parts, each holding the listed rows (in its order),
         right-aligned in time to ``self.mask``'s width (left padding stays zeros and masked)."""
         width = self.mask.shape[1]
         layers = []

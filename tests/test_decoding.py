@@ -5,7 +5,7 @@ import torch
 
 from tests import tinylm
 from assistant.decoding import beam_search, greedy, mixture, single_row
-from assistant.lockstep import LockstepBatch, left_pad, length_buckets, positions_of, score_continuations
+from assistant.lockstep import LockstepBatch, left_pad, positions_of, score_continuations
 from assistant.text_stream import TokenTexts, pieces_of
 
 
@@ -174,30 +174,3 @@ def test_kv_cache_stays_exact_when_it_grows_past_its_capacity(gen):
                 ref = unbatched_next_logprobs(gen.model, prompts[row] + fed[: j + 1])
                 assert torch.allclose(got[row], ref, atol=1e-4), (row, j)
 
-
-def test_length_buckets_keep_padding_under_the_slack():
-    assert length_buckets([360, 350, 340, 60]) == [[0, 1, 2], [3]]
-    assert length_buckets([60, 360, 350]) == [[1, 2], [0]]
-    assert length_buckets([10, 10, 10], slack=0.0) == [[0, 1, 2]]
-    assert length_buckets([10, 9], slack=0.0) == [[0], [1]]
-    assert length_buckets([5]) == [[0]]
-    groups = length_buckets([40, 3, 17, 38, 16, 2, 41], slack=0.2)
-    assert sorted(i for g in groups for i in g) == list(range(7))
-    lengths = [40, 3, 17, 38, 16, 2, 41]
-    for g in groups:
-        assert max(lengths[i] for i in g) * len(g) <= 1.2 * sum(lengths[i] for i in g)
-
-
-def test_prefill_in_length_groups_equals_one_padded_pass(gen):
-    prompts = prompts_of(gen, TEXTS + ["who was she", "alan turing was born in london . he was a mathematician"])
-    assert len(length_buckets([len(p) for p in prompts], LockstepBatch.prefill_slack)) > 1
-    grouped = LockstepBatch(gen.model, prompts, gen.pad_id)
-    single = LockstepBatch(gen.model, prompts, gen.pad_id)
-    single.prefill_slack = float("inf")
-    got, want = [grouped.prefill()], [single.prefill()]
-    for j in range(3):
-        tokens = torch.tensor([5 + j + r for r in range(len(prompts))])
-        got.append(grouped.step(tokens))
-        want.append(single.step(tokens))
-    for a, b in zip(got, want):
-        assert torch.allclose(a, b, atol=1e-4)
