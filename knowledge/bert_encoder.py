@@ -177,8 +177,19 @@ class BertTokenizer:
         self._spans_tokenizer = None  # whole texts, no special tokens: made when chunking first asks
         self._batch = Tokenizer.from_file(str(self._tokenizer_file))
         self._batch.enable_truncation(max_length, strategy="longest_first")
-        pad_id = int(config.get("pad_token_id") or 0)
-        self._batch.enable_padding(pad_id=pad_id, pad_token=self._batch.id_to_token(pad_id) or "[PAD]")
+        self._pad_id = int(config.get("pad_token_id") or 0)
+        self._batch.enable_padding(pad_id=self._pad_id, pad_token=self._batch.id_to_token(self._pad_id) or "[PAD]")
+        self._max_length = max_length
+        # The special tokens the post-processor puts around a text ([CLS] ... [SEP] for BERT), for batch_ids
+        bare = self._batch.encode("a", add_special_tokens=False).ids
+        full = self._batch.encode("a").ids
+        at = next(i for i in range(len(full)) if full[i : i + len(bare)] == bare)
+        self._prefix, self._suffix = full[:at], full[at + len(bare) :]
+        # A text cut out of a longer one at whitespace tokenizes to the longer one's tokens there only if words are
+        # split at whitespace and punctuation and normalised one character at a time: BERT's pre-tokenizer and
+        # normaliser. With any other, ``tokens`` gives no ids, and chunks are tokenized again to be embedded.
+        self._ids_reusable = (type(self._batch.pre_tokenizer).__name__ == "BertPreTokenizer"
+                              and type(self._batch.normalizer).__name__ in ("BertNormalizer", "NoneType"))
 
     def batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(ids, attention mask), each (len(texts), T) int64, padded to the longest text of the batch."""
@@ -187,7 +198,22 @@ class BertTokenizer:
         mask = np.array([e.attention_mask for e in enc], dtype=np.int64)  # (B, T)
         return ids, mask
 
-    def token_spans(self, text: str) -> list[tuple[int, int]]:
+    def batch_ids(self, token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """``batch`` of texts already tokenized (ids without special tokens, e.g. kept by the chunker): the
+        special tokens added, truncated and padded as ``batch`` does, so equal ids give equal arrays."""
+        keep = self._max_length - len(self._prefix) - len(self._suffix)
+        rows = [[*self._prefix, *ids[:keep], *self._suffix] for ids in token_ids]
+        width = max((len(r) for r in rows), default=0)
+        ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)  # (B, T)
+        mask = np.zeros((len(rows), width), dtype=np.int64)  # (B, T)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        return ids, mask
+
+    def tokens(self, text: str) -> Tokens:
+        """The spans of ``text``'s tokens (no special tokens, no truncation), with their ids (None when this
+        tokenizer's ids of a text cut at whitespace may differ from the ids of the same text in context)."""
         if self._spans_tokenizer is None:
             from tokenizers import Tokenizer
 
@@ -195,7 +221,25 @@ class BertTokenizer:
             tokenizer.no_truncation()
             tokenizer.no_padding()
             self._spans_tokenizer = tokenizer
-        return [tuple(span) for span in self._spans_tokenizer.encode(text, add_special_tokens=False).offsets]
+        enc = self._spans_tokenizer.encode(text, add_special_tokens=False)
+        return Tokens(enc.offsets, enc.ids if self._ids_reusable else None)
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        return self.tokens(text)
+
+    def token_ids(self, text: str) -> list[int]:
+        """The ids of ``text``'s tokens, no special tokens, no truncation."""
+        self.tokens("")  # makes the untruncated tokenizer
+        return self._spans_tokenizer.encode(text, add_special_tokens=False).ids
+
+
+class Tokens(list):
+    """A text's token spans (a list of (start, end)), and ``ids``: the model's id of each token, for the
+    embedder to reuse (``knowledge/chunking.py`` keeps the ids of each chunk's tokens)."""
+
+    def __init__(self, spans, ids: Sequence[int] | None) -> None:
+        super().__init__(spans)
+        self.ids = ids
 
 
 def load_torch_model(folder: Path):
@@ -226,13 +270,25 @@ class BertEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32 unit vectors."""
-        torch = _torch()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        ids, mask = (torch.from_numpy(a) for a in self.tokenizer.batch(texts))  # (B, T) each
+        return self._encode(*self.tokenizer.batch(texts))
+
+    def encode_ids(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """``encode`` of texts given as their token ids (``BertTokenizer.tokens(text).ids``)."""
+        if not token_ids:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._encode(*self.tokenizer.batch_ids(token_ids))
+
+    def _encode(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        torch = _torch()
+        ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)  # (B, T) each
         with torch.inference_mode():
             vecs = mean_pool(self.model(ids, mask), mask)  # (B, H)
         return vecs.float().numpy()
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
-        return self.tokenizer.token_spans(text)
+        return self.tokenizer.tokens(text)
+
+    def token_ids(self, text: str) -> list[int]:
+        return self.tokenizer.token_ids(text)

@@ -4,7 +4,9 @@ A chunk never crosses a heading: each section (a heading line and the text up to
 is chunked on its own, and its heading line starts its first chunk. Within a section, paragraphs
 (split at blank lines) are packed whole up to ``size_tokens``; a longer paragraph is cut at sentence
 ends where possible, else at word or token boundaries, and its consecutive pieces share
-``overlap_tokens`` tokens. Each section is tokenized once; packing works on the token spans.
+``overlap_tokens`` tokens. Each section is tokenized once; packing works on the token spans. When the
+tokenizer also gives token ids (``bert_encoder.Tokens``), each chunk keeps the ids of its tokens, so the
+embedder need not tokenize its text again.
 
 Invariant: ``chunk.text == doc.text[chunk.start:chunk.end]``, with no leading/trailing whitespace.
 """
@@ -84,11 +86,12 @@ def chunk_document(doc: LoadedDocument, spans: TokenSpans, size_tokens: int, ove
         raise ValueError(f"overlap_tokens must be >= 0 and < size_tokens ({size_tokens}), got {overlap_tokens}")
     chunks, seen = [], Counter()
     for section in sections(doc):
-        for start, end in _chunk_section(doc.text, section, spans, size_tokens, overlap_tokens):
+        for start, end, token_ids in _chunk_section(doc.text, section, spans, size_tokens, overlap_tokens):
             text = doc.text[start:end]
             chunk_id = make_chunk_id(doc.doc_id, text, seen[text])
             seen[text] += 1
-            chunks.append(Chunk(chunk_id, doc.doc_id, start, end, text, heading_path=section.heading_path))
+            chunks.append(Chunk(chunk_id, doc.doc_id, start, end, text, heading_path=section.heading_path,
+                                token_ids=token_ids))
     return chunks
 
 
@@ -119,16 +122,36 @@ def sections(doc: LoadedDocument) -> list[Section]:
     return out
 
 
-def _chunk_section(text: str, section: Section, spans: TokenSpans, size: int, overlap: int) -> Iterator[Span]:
-    """Absolute (start, end) of the chunks of one section, trimmed and non-empty."""
+def _chunk_section(text: str, section: Section, spans: TokenSpans, size: int,
+                   overlap: int) -> Iterator[tuple[int, int, tuple[int, ...] | None]]:
+    """Absolute (start, end) of the chunks of one section, trimmed and non-empty, with the token ids of
+    each chunk's text when ``spans`` gives ids (None otherwise)."""
     body = text[section.start : section.end]
     if not body.strip():
         return
     tokens = spans(body)
+    ids = getattr(tokens, "ids", None)
+    starts = [start for start, _ in tokens] if ids is not None else []
     for start, end in _pack(body, tokens, size, overlap):
         start, end = _trim(body, start, end)
         if end > start:
-            yield section.start + start, section.start + end
+            yield section.start + start, section.start + end, _ids_within(body, tokens, starts, ids, start, end)
+
+
+_SEPARATORS = frozenset(" \t\n\r")  # what every tokenizer splits words at (Python's isspace is wider)
+
+
+def _ids_within(body: str, tokens: list[Span], starts: list[int], ids, start: int, end: int) -> tuple[int, ...] | None:
+    """The ids of the section's tokens inside ``body[start:end]`` when they are exactly the tokens of that text
+    alone: it is cut from the section at whitespace (or the section's ends), so no word is split and
+    tokenizing it again would give the same tokens. None otherwise (e.g. a piece cut inside a long word)."""
+    if ids is None or (start > 0 and body[start - 1] not in _SEPARATORS) or (
+            end < len(body) and body[end] not in _SEPARATORS):
+        return None
+    first, stop = bisect_left(starts, start), bisect_left(starts, end)
+    if (first > 0 and tokens[first - 1][1] > start) or (stop > first and tokens[stop - 1][1] > end):
+        return None  # a token that straddles the cut
+    return tuple(ids[first:stop])
 
 
 def _pack(body: str, tokens: list[Span], size: int, overlap: int) -> Iterator[Span]:

@@ -92,13 +92,22 @@ class Embedder(ABC):
     def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
         """Embed one batch. Returns (len(texts), dim) float32, rows of unit length."""
 
-    def embed(self, texts: Sequence[str], batch_size: int = 32, progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Embed any number of texts in batches; ``progress(n)`` is called after each batch of n."""
+    def embed(self, texts: Sequence[str], batch_size: int = 32, progress: Callable[[int], None] | None = None,
+              token_ids: Sequence[Sequence[int] | None] | None = None) -> np.ndarray:
+        """Embed any number of texts in batches; ``progress(n)`` is called after each batch of n.
+
+        ``token_ids[i]``, where given (not None), must be ``self.token_ids(texts[i])``: an embedder that
+        ``reuses_token_ids`` then embeds those ids instead of tokenizing the text again (the chunker had them)."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)  # (N, D)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch well
+        by_ids = token_ids is not None and self.reuses_token_ids
         for lo in range(0, len(texts), batch_size):
             idx = order[lo : lo + batch_size]
-            out[idx] = self.embed_batch([texts[i] for i in idx])  # (b, D)
+            if by_ids:
+                ids = [token_ids[i] if token_ids[i] is not None else self.token_ids(texts[i]) for i in idx]
+                out[idx] = self.embed_ids_batch(ids)  # (b, D)
+            else:
+                out[idx] = self.embed_batch([texts[i] for i in idx])  # (b, D)
             if progress:
                 progress(len(idx))
         return out
@@ -106,6 +115,19 @@ class Embedder(ABC):
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         """Character spans of the model's tokens in ``text`` (used to size chunks in tokens)."""
         raise NotImplementedError(f"{type(self).__name__} has no tokenizer")
+
+    @property
+    def reuses_token_ids(self) -> bool:
+        """Whether ``embed_ids_batch`` and ``token_ids`` work: texts can be embedded from token ids kept by the chunker."""
+        return False
+
+    def token_ids(self, text: str) -> list[int]:
+        """The model's token ids of ``text`` (no special tokens, no truncation)."""
+        raise NotImplementedError(f"{type(self).__name__} does not embed token ids")
+
+    def embed_ids_batch(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """``embed_batch`` of texts given by their ``token_ids``: equal to embedding the texts."""
+        raise NotImplementedError(f"{type(self).__name__} does not embed token ids")
 
 
 @dataclass(frozen=True)
@@ -211,6 +233,16 @@ class SentenceTransformerEmbedder(Embedder):
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         return self._loaded().token_spans(text)
+
+    @property
+    def reuses_token_ids(self) -> bool:
+        return hasattr(self._loaded(), "encode_ids")  # the BERT encoder on any backend, not sentence-transformers
+
+    def token_ids(self, text: str) -> list[int]:
+        return self._loaded().token_ids(text)
+
+    def embed_ids_batch(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        return self._loaded().encode_ids(token_ids).astype(np.float32, copy=False)  # (B, D)
 
     def _loaded(self):
         if self._backend is None:

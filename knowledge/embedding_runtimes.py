@@ -38,7 +38,7 @@ _INPUTS = ("input_ids", "attention_mask")
 
 
 class RuntimeEncoder:
-    """``encode`` and ``token_spans`` like ``BertEncoder``, over a runtime's ``_hidden(ids, mask)``."""
+    """``encode``, ``encode_ids`` and ``token_spans`` like ``BertEncoder``, over a runtime's ``_hidden(ids, mask)``."""
 
     def __init__(self, folder: Path) -> None:
         self.tokenizer = BertTokenizer(folder)
@@ -51,8 +51,18 @@ class RuntimeEncoder:
         ids, mask = self.tokenizer.batch(texts)  # (B, T) each
         return mean_pool_numpy(self._hidden(ids, mask), mask)  # (B, H)
 
+    def encode_ids(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """``encode`` of texts given as their token ids (``BertTokenizer.tokens(text).ids``)."""
+        if not token_ids:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        ids, mask = self.tokenizer.batch_ids(token_ids)  # (B, T) each
+        return mean_pool_numpy(self._hidden(ids, mask), mask)  # (B, H)
+
     def token_spans(self, text: str) -> list[tuple[int, int]]:
-        return self.tokenizer.token_spans(text)
+        return self.tokenizer.tokens(text)
+
+    def token_ids(self, text: str) -> list[int]:
+        return self.tokenizer.token_ids(text)
 
     def _hidden(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """ids, mask (B, T) int64 -> last hidden state (B, T, H), valid until this thread's next call."""

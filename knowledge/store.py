@@ -105,12 +105,16 @@ class KnowledgeStore:
         Returns the vectors and how many texts the model had to embed."""
         progress = progress or NoProgress()
         model = self.embedder.name
-        hashes = [text_hash(c.index_text) for c in chunks]
+        texts = [c.index_text for c in chunks]
+        hashes = [text_hash(t) for t in texts]
         cached = self.manifest.cached_embeddings(model, hashes, self.embedder.dim)
-        missing = sorted({h: c.index_text for h, c in zip(hashes, chunks) if h not in cached}.items())
+        missing = sorted({h: i for i, h in enumerate(hashes) if h not in cached}.items())  # (hash, a chunk with it)
         progress.start(len(missing), "embedding")
         if missing:
-            vectors = self.embedder.embed([t for _, t in missing], self.config.embedding.batch_size, progress.advance)
+            contexts: dict[str, list[int]] = {}
+            ids = [index_token_ids(self.embedder, chunks[i], contexts) for _, i in missing]
+            vectors = self.embedder.embed([texts[i] for _, i in missing], self.config.embedding.batch_size,
+                                          progress.advance, token_ids=ids)
             fresh = {h: v for (h, _), v in zip(missing, vectors)}
             self.manifest.cache_embeddings(model, fresh.items())
             cached.update(fresh)
@@ -246,6 +250,21 @@ class KnowledgeStore:
                 failed=tuple(self.manifest.failures()),
                 last_sync=self.manifest.get_meta("last_sync"),
             )
+
+
+def index_token_ids(embedder: Embedder, chunk: Chunk, contexts: dict[str, list[int]] | None = None) -> list[int] | None:
+    """``embedder.token_ids(chunk.index_text)`` from the token ids the chunker kept (None without them): the
+    context's ids (looked up in, and added to, ``contexts``), then the text's; the newline between them is no token."""
+    if chunk.token_ids is None or not embedder.reuses_token_ids:
+        return None
+    context = chunk.index_context
+    if not context:
+        return list(chunk.token_ids)
+    if contexts is None:
+        contexts = {}
+    if context not in contexts:
+        contexts[context] = embedder.token_ids(context)
+    return [*contexts[context], *chunk.token_ids]
 
 
 def _first_line(exc: BaseException) -> str:

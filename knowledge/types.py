@@ -48,6 +48,9 @@ class Chunk:
     end: int
     text: str
     heading_path: tuple[str, ...] = ()
+    # The embedder's token ids of ``text`` (no special tokens) when the chunker had them; None for a chunk read
+    # back from the manifest. Not part of the chunk's identity.
+    token_ids: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def suffix(self) -> str:
@@ -62,10 +65,15 @@ class Chunk:
         A section like "Early life: She was born in Warsaw" names neither the person nor the topic;
         its heading path ("Marie Curie > Early life") does.
         """
+        context = self.index_context
+        return f"{context}\n{self.text}" if context else self.text
+
+    @property
+    def index_context(self) -> str:
+        """The part of ``index_text`` before the chunk's text (and a newline); "" when there is none."""
         from .paths import title_of
 
-        context = " > ".join(self.heading_path) or title_of(self.doc_id)
-        return f"{context}\n{self.text}" if context else self.text
+        return " > ".join(self.heading_path) or title_of(self.doc_id)
 
 
 @dataclass(frozen=True)

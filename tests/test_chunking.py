@@ -235,3 +235,87 @@ def test_real_tokenizer_spans_respect_the_budget(minilm_tokenizer):
     assert chunks[0].heading_path == ("Überblick",)
     assert chunks[1].text.startswith("## Details\n\nSentence number 0 ")
     assert all(c.heading_path == ("Überblick", "Details") for c in chunks[1:])
+
+
+# ---------------------------------------------------------------- token ids kept for the embedder
+
+
+def subword_tokens(text: str):
+    """``subword_token_spans`` with an id per piece (its text's hash), as bert_encoder.Tokens carries them."""
+    from knowledge.bert_encoder import Tokens
+
+    spans = subword_token_spans(text)
+    return Tokens(spans, [zlib_id(text[a:b]) for a, b in spans])
+
+
+def zlib_id(piece: str) -> int:
+    import zlib
+
+    return zlib.crc32(piece.encode())
+
+
+def test_chunks_keep_the_ids_of_their_tokens_only_where_cut_at_whitespace():
+    long_word = "x" * 90  # 30 pieces: a budget of 8 must cut it inside the word
+    text = "# Title\n\nShort words here.\n\n" + long_word + " tail words.\n\nanother paragraph of words\n"
+    doc = markdown(text)
+    chunks = chunk_document(doc, subword_tokens, size_tokens=8, overlap_tokens=2)
+    check_invariants(doc, chunks, 8, subword_token_spans)
+    kept = [c for c in chunks if c.token_ids is not None]
+    cut = [c for c in chunks if c.token_ids is None]
+    assert kept and cut, [(c.text, c.token_ids is not None) for c in chunks]
+    for chunk in kept:  # exactly the ids tokenizing the chunk's text alone gives
+        assert list(chunk.token_ids) == subword_tokens(chunk.text).ids
+    for chunk in cut:  # each is cut inside the long word at one end at least
+        inside = [chunk.start > 0 and not text[chunk.start - 1].isspace(),
+                  chunk.end < len(text) and not text[chunk.end].isspace()]
+        assert any(inside), chunk.text
+    assert chunk_document(doc, subword_token_spans, 8, 2) == chunks  # ids are not part of a chunk's identity
+    assert all(c.token_ids is None for c in chunk_document(doc, subword_token_spans, 8, 2))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_kept_ids_equal_retokenizing_on_random_texts(seed):
+    rng = random.Random(seed)
+    text = "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 600)))
+    doc = LoadedDocument("r", text, ())
+    for chunk in chunk_document(doc, subword_tokens, rng.randint(2, 30), 1):
+        if chunk.token_ids is not None:
+            assert list(chunk.token_ids) == subword_tokens(chunk.text).ids
+
+
+TRICKY = (
+    "# Überblick: café\n\nFootnotes indexes your documents; every answer shows its sources (see §2).\n\n"
+    "## Détails 北京\n\n"
+    + " ".join(f"Sentence {i} mentions tokenization,embeddings\u00a0and retrieval-augmented generation." for i in range(40))
+    + "\n\n" + "qzkxw" * 19 + " after a word of many pieces, and " + "x" * 700 + " one of [UNK]\x1cwith a separator.\n\n"
+    "```\ncode_block = {'key': [1, 2, 3]}\n```\n\n" + "naïve résumé coöperate 😀 " * 80
+)
+
+
+@pytest.mark.real_models
+def test_the_embedder_reuses_the_chunkers_ids_exactly():
+    """On the packaged model: the kept ids of each chunk's index text give the very arrays, and vectors, that
+    tokenizing the index text gives; chunks cut inside a word fall back to tokenizing."""
+    import numpy as np
+
+    from knowledge.config import EmbeddingConfig
+    from knowledge.embedding import SentenceTransformerEmbedder
+    from knowledge.store import index_token_ids
+
+    embedder = SentenceTransformerEmbedder(EmbeddingConfig(backend="torch", dtype="float32"))
+    tokenizer = embedder._loaded().tokenizer  # noqa: SLF001 - the encoder's own tokenizer
+    doc = markdown(TRICKY)
+    chunks = chunk_document(doc, embedder.token_spans, size_tokens=24, overlap_tokens=4)
+    reused = [index_token_ids(embedder, c) for c in chunks]
+    assert sum(r is not None for r in reused) >= len(chunks) // 2 and any(r is None for r in reused)
+    for chunk, ids in zip(chunks, reused):
+        if ids is None:
+            continue
+        assert ids == embedder.token_ids(chunk.index_text)
+        for got, want in zip(tokenizer.batch_ids([ids]), tokenizer.batch([chunk.index_text])):
+            np.testing.assert_array_equal(got, want)
+    texts = [c.index_text for c in chunks]
+    long_text = "word " * 400  # truncated to the model's 256 tokens on both paths
+    by_text = embedder.embed(texts + [long_text], batch_size=8)  # (n + 1, 384)
+    by_ids = embedder.embed(texts + [long_text], batch_size=8, token_ids=reused + [embedder.token_ids(long_text)])
+    np.testing.assert_array_equal(by_ids, by_text)
