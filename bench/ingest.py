@@ -191,6 +191,8 @@ def main() -> None:
     slices = [files[i :: args.slices] for i in range(args.slices)]  # each slice spans the whole folder
     with tempfile.TemporaryDirectory(prefix="footnotes-ingest-") as tmp:
         work = Path(tmp)
+        import chromadb  # noqa: F401 - a one-off library import, outside every timing (LlamaIndex's are in its set-up)
+
         with Clock() as load:
             embedder = SentenceTransformerEmbedder(config.embedding)
             embedder.embed(["warm-up"] * 4)
