@@ -73,6 +73,7 @@ class AnswerConfig:
     k: int = 5  # retrieved chunks per question
     prior_score: str = "dense"  # score behind p(z|x): "dense" (cosine, as the paper's inner product), "fused", "uniform"
     prior_temperature: float = 0.05  # p(z|x) = softmax(score / temperature) over the top k
+    prior_question_weight: float = 0.0  # rag-token: > 0 reranks the prior by the generator, p(z|x) ∝ exp(score / temperature) · p(question | z)^weight (UPR, Sachan et al. 2022); one extra prefill; 0 = off
     max_new_tokens: int = 64  # answer length limit, in generator tokens
     length_penalty: float = 1.0  # beam search ranks finished hypotheses by logprob / length ** length_penalty
     stop: tuple[str, ...] = ()  # stop strings: the answer ends before the first one
@@ -96,6 +97,8 @@ class AnswerConfig:
             raise ConfigError(f'answer.prior_score = "{self.prior_score}": use one of {", ".join(PRIOR_SCORES)}')
         if self.prior_temperature <= 0:
             raise ConfigError("answer.prior_temperature must be > 0")
+        if not (math.isfinite(self.prior_question_weight) and self.prior_question_weight >= 0):
+            raise ConfigError("answer.prior_question_weight must be >= 0 (0 = the retrieval prior alone)")
         if self.max_new_tokens < 1:
             raise ConfigError("answer.max_new_tokens must be >= 1")
         if any(not s for s in self.stop):

@@ -76,3 +76,24 @@ def rag_sequence_token_marginals(token_logprobs: torch.Tensor, doc_logprior: tor
     before = prefix + doc_logprior.unsqueeze(0)  # (n, k) log p(z, y_<i | x)
     after = before + token_logprobs  # (n, k) log p(z, y_≤i | x)
     return torch.logsumexp(after, dim=-1) - torch.logsumexp(before, dim=-1)  # (n,)
+
+
+def question_likelihood_prior(scores: torch.Tensor, question_logprobs: torch.Tensor, temperature: float,
+                              weight: float) -> torch.Tensor:
+    """The retrieval prior reweighted by how well each chunk predicts the question under the generator:
+    log p(z|x) = log softmax(s(z, x) / temperature + weight · log p(x | z)) over the top k.
+
+    With a uniform retrieval score and weight 1 this is Bayes' rule with a uniform prior over the k
+    chunks, p(z|x) = p(x|z) / Σ_z' p(x|z') (the generator as a query-likelihood reranker: UPR, Sachan
+    et al. 2022, "Improving Passage Retrieval with Zero-Shot Question Generation"); weight 0 is
+    :func:`retrieval_prior`. Any term of log p(x|z) that every chunk shares (the question under the
+    null document, the prompt's closing tokens) cancels in the softmax.
+
+    scores: (k,); question_logprobs: (k,) log p(x | z) (summed over the question's tokens).  Returns (k,).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if weight < 0:
+        raise ValueError(f"weight must be >= 0, got {weight}")
+    logits = scores.double() / temperature + weight * question_logprobs.double()  # (k,)
+    return torch.log_softmax(logits, dim=-1).to(scores.dtype)

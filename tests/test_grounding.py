@@ -416,3 +416,43 @@ def test_the_defaults_decode_as_plain_rag_with_the_null_row_for_support():
     from assistant.modes.mixture import contrast_of
 
     assert not contrast_of(AnswerConfig()).active
+
+
+# --- the generator's question likelihood as the prior ------------------------------------------------
+
+def test_common_suffix_length_by_hand():
+    from assistant.modes.rag_token import common_suffix_length
+
+    assert common_suffix_length([[1, 2, 3, 9], [5, 3, 9], [7, 7, 7, 4, 3, 9]]) == 2
+    assert common_suffix_length([[1, 2], [1, 3]]) == 0
+    assert common_suffix_length([[4, 5], [3, 4, 5]]) == 2  # a whole prompt
+
+
+def test_question_logprobs_are_the_teacher_forced_question_under_each_chunk(gen, hits):
+    from assistant.modes.rag_token import common_suffix_length, question_logprobs
+
+    config = cfg()
+    prompts = build_prompts(gen, QUESTION, [], [chunk_context(h, 2000) for h in hits] + [None], config)
+    n = common_suffix_length(prompts)
+    suffix = prompts[-1][-n:]
+    assert gen.tokenizer.decode(suffix).split()[:6] == QUESTION.split()  # the question, then the template's end
+    got = question_logprobs(gen, prompts[:-1], prompts[-1])
+    for z, p in enumerate(prompts[:-1]):  # brute force: one forward pass per prefix
+        want = sum(float(logprobs_after(gen, p[:j])[p[j]]) for j in range(len(p) - n, len(p)))
+        assert float(got[z]) == pytest.approx(want, abs=1e-3)
+
+
+def test_rag_token_with_the_question_prior_reports_it_and_is_unchanged_at_weight_zero(gen, hits):
+    from assistant.marginals import question_likelihood_prior
+    from assistant.modes.rag_token import question_logprobs
+
+    plain = load_mode("rag-token", gen, cfg()).answer(QUESTION, [], hits)
+    off = load_mode("rag-token", gen, cfg(prior_question_weight=0.0)).answer(QUESTION, [], hits)
+    assert off.to_json() == plain.to_json()
+    config = cfg(prior_question_weight=1.0)
+    prompts = build_prompts(gen, QUESTION, [], [chunk_context(h, 2000) for h in hits] + [None], config)
+    want = question_likelihood_prior(torch.tensor([h.dense_score for h in hits]), question_logprobs(gen, prompts[:-1], prompts[-1]),
+                                     config.prior_temperature, 1.0).exp()
+    answer = load_mode("rag-token", gen, config).answer(QUESTION, [], hits)
+    assert [c.prior for c in answer.chunks] == pytest.approx(want.tolist(), abs=1e-5)
+    assert [c.prior for c in answer.chunks] != pytest.approx([c.prior for c in plain.chunks], abs=1e-3)

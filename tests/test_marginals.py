@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from assistant.marginals import (
+    question_likelihood_prior,
     rag_sequence_marginal,
     rag_sequence_posterior,
     rag_sequence_token_marginals,
@@ -37,6 +38,26 @@ def test_retrieval_prior_temperature_limits():
     assert retrieval_prior(scores, 1e4).exp().tolist() == pytest.approx([1 / 3] * 3, abs=1e-4)
     with pytest.raises(ValueError):
         retrieval_prior(scores, 0.0)
+
+
+def test_question_likelihood_prior_is_bayes_rule_and_off_at_weight_zero():
+    scores = torch.tensor([0.9, 0.5, 0.1], dtype=torch.float64)
+    question = torch.tensor([math.log(0.02), math.log(0.06), math.log(0.12)], dtype=torch.float64)  # log p(x|z)
+    # weight 0: the retrieval prior itself
+    assert question_likelihood_prior(scores, question, 0.2, 0.0).tolist() == pytest.approx(retrieval_prior(scores, 0.2).tolist())
+    # equal scores, weight 1: p(z|x) = p(x|z) / sum_z' p(x|z') = 0.02/0.2, 0.06/0.2, 0.12/0.2
+    flat = torch.zeros(3, dtype=torch.float64)
+    assert question_likelihood_prior(flat, question, 0.05, 1.0).exp().tolist() == pytest.approx([0.1, 0.3, 0.6])
+    # both: exp(s/T) * p(x|z), normalised
+    want = [math.exp(s / 0.2) * q for s, q in zip(scores.tolist(), [0.02, 0.06, 0.12])]
+    got = question_likelihood_prior(scores, question, 0.2, 1.0).exp()
+    assert got.tolist() == pytest.approx([w / sum(want) for w in want])
+    # a term every chunk shares (the question under the null document) cancels
+    assert question_likelihood_prior(scores, question - 7.0, 0.2, 1.0).tolist() == pytest.approx(got.log().tolist())
+    # a large weight: the chunk that predicts the question best
+    assert question_likelihood_prior(scores, question, 0.2, 1e3).exp().tolist() == pytest.approx([0, 0, 1], abs=1e-9)
+    with pytest.raises(ValueError):
+        question_likelihood_prior(scores, question, 0.2, -1.0)
 
 
 def test_rag_token_marginalize_equals_brute_force_sum():

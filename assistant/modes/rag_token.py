@@ -11,10 +11,12 @@ from knowledge.types import Hit
 
 from ..answer import Answer, TokenProvenance, chunks_of
 from ..conversation import Turn
+from ..generator import Generator
 from ..grounding import pmi
-from ..marginals import rag_token_posterior
+from ..lockstep import LockstepBatch, score_continuations
+from ..marginals import question_likelihood_prior, rag_token_posterior
 from ..prompts import build_prompts, chunk_context
-from .base import ModeBase, QuestionSettings, doc_logprior
+from .base import ModeBase, QuestionSettings, doc_logprior, prior_scores
 from .beam import BeamSettings
 from .grounded import StepEvidence, support_stream, with_support
 from .mixture import stream_grounded
@@ -39,9 +41,13 @@ class RagTokenMode(ModeBase):
                settings: QuestionSettings | None = None) -> Iterator[TokenProvenance | Answer]:
         settings = settings or self.defaults()
         cfg = settings.shared
-        prior = doc_logprior(hits, cfg)  # (k,)
         contexts = [chunk_context(h, cfg.chunk_chars) for h in hits] + [None]
         prompts = build_prompts(self.generator, question, history, contexts, cfg)
+        if cfg.prior_question_weight > 0:  # the generator reranks: p(z|x) ∝ exp(s/T) · p(x|z)^weight
+            prior = question_likelihood_prior(prior_scores(hits, cfg.prior_score), question_logprobs(
+                self.generator, prompts[:-1], prompts[-1]), cfg.prior_temperature, cfg.prior_question_weight)  # (k,)
+        else:
+            prior = doc_logprior(hits, cfg)  # (k,)
         tokens: list[TokenProvenance] = []
         evidence = self._evidence(prompts, prior, settings)
         for token in with_support(evidence, support_stream(hits, question, cfg)):
@@ -59,3 +65,30 @@ class RagTokenMode(ModeBase):
             posterior = rag_token_posterior(docs, prior)  # (k,)
             yield StepEvidence(text, math.exp(step.logprob), tuple(posterior.tolist()), pmi(docs, null).tolist(),
                                math.exp(float(null)))
+
+
+def common_suffix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """How many trailing tokens every prompt shares (the question and the chat template's closing tokens,
+    when the prompts differ only in their context)."""
+    n = min(map(len, prompts))
+    for i in range(n):
+        if len({p[len(p) - 1 - i] for p in prompts}) > 1:
+            return i
+    return n
+
+
+def question_logprobs(generator: Generator, chunk_prompts: Sequence[Sequence[int]],
+                      null_prompt: Sequence[int]) -> torch.Tensor:
+    """log p(x | z) under the generator for each chunk prompt: teacher-forced log-probability of the
+    tokens every prompt ends with, the closed-book one included (the question, after the context,
+    and the template's closing tokens), given everything before them. One extra prefill of the k
+    prompts. Returns (k,)."""
+    n = common_suffix_length([*chunk_prompts, null_prompt])
+    if n == 0 or any(len(p) <= n for p in chunk_prompts):
+        return torch.zeros(len(chunk_prompts))
+    suffix = list(chunk_prompts[0][-n:])
+    batch = LockstepBatch(generator.model, [list(p[:-n]) for p in chunk_prompts], generator.pad_id)
+    state = batch.snapshot(batch.prefill())
+    scores = score_continuations(generator.model, state, list(range(len(chunk_prompts))),
+                                 [suffix] * len(chunk_prompts), generator.pad_id)
+    return torch.stack([s.sum() for s in scores]).float()  # (k,)
