@@ -60,6 +60,14 @@ VARIANTS: dict[str, dict] = {
     "trust-cad1-apc": {"system_prompt": TRUST_PROMPT, "context_weight": 1.0, "plausibility": 0.1},
     "default": {},
 }
+# The prior: the retrieval temperature (T), and the generator's likelihood of the question under each chunk (q, the
+# weight of log p(x|z) in p(z|x) ∝ exp(s/T) · p(x|z)^q), with plain decoding and with the recommended contrast.
+for _t in (0.01, 0.02, 0.03, 0.1, 0.2):
+    VARIANTS[f"plain-T{_t:g}"] = {**VARIANTS["plain"], "prior_temperature": _t}
+    VARIANTS[f"mix1-apc.3-T{_t:g}"] = {**VARIANTS["mix1-apc.3"], "prior_temperature": _t}
+for _q in (0.25, 0.5, 1.0, 2.0):
+    VARIANTS[f"plain-q{_q:g}"] = {**VARIANTS["plain"], "prior_question_weight": _q}
+    VARIANTS[f"mix1-apc.3-q{_q:g}"] = {**VARIANTS["mix1-apc.3"], "prior_question_weight": _q}
 
 
 def parse_variants(spec: str) -> dict[str, dict]:
@@ -116,6 +124,33 @@ def relabel(path: Path, rule) -> None:
               f"memory_caught {counts[2]}/{counts[3]} = {counts[2] / max(counts[3], 1):.3f}")
 
 
+def realm_thresholds(paths: list[Path], thresholds: list[float]) -> list[dict]:
+    """REALM's "no answer" threshold re-applied to saved answers (no generation): the best answer of
+    each saved n-best list is kept when p(y|x) >= t, else the mode says it could not find it. Per saved
+    run and threshold: the share answered "could not find", answer recall, leakage, the refusals whose
+    best answer would have been right, and the refusals with an accepted answer in a retrieved chunk."""
+    from assistant.qa_eval import answer_recall, leakage
+
+    rows = []
+    for path in paths:
+        for key, run in json.loads(path.read_text(encoding="utf-8")).items():
+            for t in thresholds:
+                refused = recall = leak = lost = in_chunk = 0
+                for q, a in zip(run["questions"], run["answers"]):
+                    best = (a.get("n_best") or [None])[0]
+                    answered = best is not None and math.exp(best["logprob"]) >= t
+                    text = best["text"] if answered else ""
+                    refused += not answered
+                    recall += answer_recall(text, q["answers"]) if answered else 0
+                    leak += leakage(text, q.get("original", [])) if answered else 0
+                    lost += (not answered) and best is not None and answer_recall(best["text"], q["answers"]) > 0
+                    in_chunk += (not answered) and any(answer_recall(c["text"], q["answers"]) > 0 for c in a["chunks"])
+                n = max(len(run["answers"]), 1)
+                rows.append({"run": key, "threshold": t, "no_answer": refused / n, "answer_recall": recall / n,
+                             "leakage": leak / n, "refused_right": lost, "refused_in_chunk": in_chunk, "n": len(run["answers"])})
+    return rows
+
+
 def _r(v):
     return round(v, 3) if isinstance(v, float) else v
 
@@ -138,7 +173,14 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--relabel", help="re-score the answers saved in this file (--save) under --rule; no generation")
     parser.add_argument("--rule", default="{}", help='support rule for --relabel, e.g. \'{"threshold": 2.0}\'')
+    parser.add_argument("--realm-thresholds", help="comma-separated [answer.realm] thresholds re-applied to the realm answers "
+                        "saved in the --relabel files (comma-separated); no generation")
     args = parser.parse_args()
+    if args.realm_thresholds:
+        for row in realm_thresholds([Path(p) for p in args.relabel.split(",")],
+                                    [float(t) for t in args.realm_thresholds.split(",")]):
+            print(json.dumps({k: v if k == "threshold" else _r(v) for k, v in row.items()}))
+        return
     if args.relabel:
         from assistant.support import SupportRule
 
