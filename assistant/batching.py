@@ -49,9 +49,11 @@ class _Call:
 class BatchScheduler:
     """Runs the forward passes of every :class:`SharedBatch` of one model, in one thread."""
 
-    def __init__(self, model: Any, pad_id: int, max_rows: int = 96, gather_seconds: float = 0.02) -> None:
+    def __init__(self, model: Any, pad_id: int, max_rows: int = 96, gather_seconds: float = 0.02,
+                 prefix_cache: Any = None) -> None:
         self.model = model
         self.pad_id = pad_id
+        self.prefix_cache = prefix_cache  # an assistant.prefix_cache.PrefixCache for the joins' prefills
         self.max_rows = max_rows
         self.gather_seconds = gather_seconds
         self._cond = threading.Condition()
@@ -186,7 +188,7 @@ class BatchScheduler:
 
     def _join(self, calls: list[_Call]) -> None:
         prompts = [p for call in calls for p in call.member.prompts]
-        new = LockstepBatch(self.model, prompts, self.pad_id)
+        new = LockstepBatch(self.model, prompts, self.pad_id, self.prefix_cache)
         logprobs = new.prefill()  # (R_new, V)
         self.passes += 1
         if self._batch is None:

@@ -39,12 +39,15 @@ class GeneratorConfig:
     dtype: str = "bfloat16"  # "bfloat16" (default: float32's answers and perplexity, faster), "float32", "float16" or "int8" (dynamic quantization of the Linear layers: fast, but loses quality); measured in docs/benchmarks.md
     cache_dir: str = ""  # where converted GGUF models are cached; "" = <user cache dir>/footnotes/models
     context_tokens: int = 0  # prompt + answer budget in tokens; 0 = the model's max_position_embeddings
+    prefix_cache_mb: int = 256  # memory for the keys/values of prompts already seen (a chunk retrieved again is not recomputed); 0 = off
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ConfigError(f'generator.dtype = "{self.dtype}": use one of {", ".join(DTYPES)}')
         if self.threads < 0:
             raise ConfigError("generator.threads must be >= 0 (0 = torch's default)")
+        if self.prefix_cache_mb < 0:
+            raise ConfigError("generator.prefix_cache_mb must be >= 0 (0 = no prefix cache)")
         if self.context_tokens < 0:
             raise ConfigError("generator.context_tokens must be >= 0 (0 = the model's own limit)")
         if not self.model.strip():

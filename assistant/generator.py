@@ -35,8 +35,13 @@ class ModelLocation:
 class Generator:
     """A causal LM in eval mode with its tokenizer; renders chat prompts into token ids."""
 
-    def __init__(self, model: Any, tokenizer: Any, context_tokens: int = 0) -> None:
+    def __init__(self, model: Any, tokenizer: Any, context_tokens: int = 0, prefix_cache_mb: int = 0) -> None:
         self.model = model.eval()
+        self.prefix_cache = None  # an assistant.prefix_cache.PrefixCache, with prefix_cache_mb > 0
+        if prefix_cache_mb > 0:
+            from .prefix_cache import PrefixCache
+
+            self.prefix_cache = PrefixCache(prefix_cache_mb * 2**20)
         self.tokenizer = tokenizer
         limit = getattr(model.config, "max_position_embeddings", None) or 2048
         self.context_tokens = min(context_tokens, limit) if context_tokens else limit
@@ -51,7 +56,7 @@ class Generator:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         model, tokenizer = load_model(cfg)
-        return cls(convert(model, cfg.dtype), tokenizer, cfg.context_tokens)
+        return cls(convert(model, cfg.dtype), tokenizer, cfg.context_tokens, cfg.prefix_cache_mb)
 
     batching: Any = None  # an assistant.batching.BatchScheduler when answers share forward passes (the server)
 
@@ -62,7 +67,7 @@ class Generator:
             return self.batching.batch(prompts)
         from .lockstep import LockstepBatch
 
-        return LockstepBatch(self.model, prompts, self.pad_id)
+        return LockstepBatch(self.model, prompts, self.pad_id, self.prefix_cache)
 
     def render(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """Token ids of a chat (``[{"role", "content"}, ...]``) through the tokenizer's chat template,

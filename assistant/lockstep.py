@@ -50,8 +50,13 @@ class PromptState:
 class LockstepBatch:
     """B token sequences advanced together; call :meth:`prefill` once, then :meth:`step`."""
 
-    def __init__(self, model: Any, prompts: Sequence[Sequence[int]], pad_id: int) -> None:
+    def __init__(self, model: Any, prompts: Sequence[Sequence[int]], pad_id: int, prefix_cache: Any = None) -> None:
+        """``prefix_cache``: an :class:`assistant.prefix_cache.PrefixCache` of this model; prefill
+        then computes only what follows each prompt's longest cached prefix, and keeps the rest."""
         self.model = model
+        self.prompts = [list(p) for p in prompts]
+        self.pad_id = pad_id
+        self.prefix_cache = prefix_cache
         self.input_ids, self.mask = left_pad(prompts, pad_id)  # (B, T), (B, T)
         self.next_position = self.mask.sum(dim=-1)  # (B,)
         self.cache = _new_cache(model)
@@ -73,8 +78,47 @@ class LockstepBatch:
     @torch.inference_mode()
     def prefill(self) -> torch.Tensor:
         """Run the prompts; returns the next-token log-probs (B, V)."""
-        logits = self._forward(self.input_ids, positions_of(self.mask))  # (B, 1, V)
+        if self.prefix_cache is None:
+            logits = self._forward(self.input_ids, positions_of(self.mask))  # (B, 1, V)
+            return torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, V)
+        found = [self.prefix_cache.lookup(p) for p in self.prompts]  # (P_r, kv_r) per row
+        if any(kv is not None for _, kv in found):
+            logits = self._forward_after_prefixes(found)  # (B, 1, V)
+        else:
+            logits = self._forward(self.input_ids, positions_of(self.mask))  # (B, 1, V)
+        for row, prompt in enumerate(self.prompts):
+            real = self.mask[row].nonzero().squeeze(-1)  # (L,) the row's columns that hold its tokens
+            self.prefix_cache.store(prompt, [(layer.keys[row][:, real], layer.values[row][:, real])
+                                             for layer in self.cache.layers])
         return torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, V)
+
+    def _forward_after_prefixes(self, found: list[tuple[int, Any]]) -> torch.Tensor:
+        """Prefill from cached prefixes: row r's P_r cached tokens go into the KV cache, right-aligned
+        in C = max P columns; the rest of each prompt runs as S = max (L - P) new tokens, left-padded.
+        Holes between the two are masked; positions count only real tokens, so every row computes
+        what a full prefill would."""
+        width = max(p for p, _ in found)  # C
+        reference = next(kv for _, kv in found if kv is not None)
+        layers = []
+        for index, (k0, _) in enumerate(reference):
+            shape = (self.rows, k0.shape[0], width, k0.shape[2])
+            keys, values = k0.new_zeros(shape), k0.new_zeros(shape)  # (B, H, C, D)
+            for row, (p, kv) in enumerate(found):
+                if p:
+                    keys[row, :, width - p :] = kv[index][0]
+                    values[row, :, width - p :] = kv[index][1]
+            layers.append((keys, values))
+        self.cache = _new_cache(self.model)
+        for layer, (keys, values) in zip(self.cache.layers, layers, strict=True):
+            layer.update(keys, values)
+        cached = torch.zeros((self.rows, width), dtype=torch.long)  # (B, C)
+        for row, (p, _) in enumerate(found):
+            if p:
+                cached[row, width - p :] = 1
+        suffix_ids, suffix_mask = left_pad([prompt[p:] for prompt, (p, _) in zip(self.prompts, found)], self.pad_id)
+        self.mask = torch.cat([cached, suffix_mask], dim=-1)  # (B, C + S)
+        starts = torch.tensor([p for p, _ in found]).unsqueeze(-1)  # (B, 1)
+        return self._forward(suffix_ids, starts + positions_of(suffix_mask))  # (B, 1, V)
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, live: torch.Tensor | None = None) -> torch.Tensor:

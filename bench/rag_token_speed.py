@@ -6,9 +6,11 @@
 The plain LM is k = 1 (one prompt, no mixture). Decode steps of all k alternate, so every k sees
 the same machine load and the ratio to the plain LM is stable even on a busy machine. The k
 document-conditioned prompts run in lockstep as one batch with a KV cache (assistant/lockstep.py).
-Two more rows at k = 5 add the null document (the closed-book prompt) as row k + 1, as the
-rag-token mode decodes: with the contrast off, and with the default ``[answer]`` contrast
-(context-aware decoding), each combining its rows exactly as the mode does.
+More rows at k = 5 add the null document (the closed-book prompt) as row k + 1, as the
+rag-token mode decodes: with the contrast off, with the default ``[answer]`` contrast
+(context-aware decoding) when the defaults have one, each combining its rows exactly as the mode
+does, and with the chunks seen before: the prefix cache (``[generator] prefix_cache_mb``) warmed by
+another question over the same chunks, so prefill computes only what follows each chunk.
 """
 
 from __future__ import annotations
@@ -26,32 +28,52 @@ from assistant.decoding import Contrast, grounded_mixture, mixture
 from assistant.generator import Generator
 from assistant.lockstep import LockstepBatch
 from assistant.modes.mixture import contrast_of
+from assistant.prefix_cache import PrefixCache
 from assistant.prompts import messages
 
 FILLER = "The harbour of Quillhaven was rebuilt after the storm of 1921 and its brewery produced a dark ale. " * 12
 QUESTION = "Who founded the Zorblax Festival?"
 
 
-def start(generator: Generator, k: int, config: AnswerConfig, contrast: Contrast | None = None) -> dict:
-    """Prefill k document-conditioned prompts (and, with a ``contrast``, the null prompt) as one
-    batch; returns the decoding state."""
-    prompts = [generator.render(messages(config.system_prompt, [], QUESTION, f"Document {i}. " + FILLER[i * 7:]))
+def rag_prompts(generator: Generator, config: AnswerConfig, k: int, question: str, null: bool) -> list[list[int]]:
+    prompts = [generator.render(messages(config.system_prompt, [], question, f"Document {i}. " + FILLER[i * 7:]))
                for i in range(k)]
+    return prompts + [generator.render(messages(config.system_prompt, [], question, None))] if null else prompts
+
+
+def warmed_cache(generator: Generator, config: AnswerConfig, k: int, null: bool, round_: int) -> PrefixCache:
+    """A prefix cache that has seen the same chunks for another question (not timed)."""
+    cache = PrefixCache(GeneratorConfig().prefix_cache_mb * 2**20)
+    LockstepBatch(generator.model, rag_prompts(generator, config, k, f"Where is festival {round_} held?", null),
+                  generator.pad_id, cache).prefill()
+    return cache
+
+
+def start(generator: Generator, k: int, config: AnswerConfig, contrast: Contrast | None = None,
+          seen: bool = False) -> dict:
+    """Prefill k document-conditioned prompts (and, with a ``contrast``, the null prompt) as one
+    batch; returns the decoding state. ``seen``: the chunks were in an earlier question's prompts
+    (a prefix cache warmed by another question)."""
+    prompts = rag_prompts(generator, config, k, QUESTION, null=False)
     prior = torch.full((k,), -torch.log(torch.tensor(float(k))))  # (k,) uniform log p(z|x)
     if contrast is None:
         combine, label = mixture(prior), "plain LM (k = 1)" if k == 1 else f"rag-token k = {k}"
     else:
-        prompts.append(generator.render(messages(config.system_prompt, [], QUESTION, None)))
+        prompts = rag_prompts(generator, config, k, QUESTION, null=True)
         combine = grounded_mixture(prior, contrast)
         label = f"rag-token k = {k} + null row" + (", contrast on (the defaults)" if contrast.active else "")
-    batch, token, ttft = prefill(generator, prompts, combine)
+    if seen:
+        label += ", chunks seen before (prefix cache)"
+    make_cache = (lambda r: warmed_cache(generator, config, k, contrast is not None, r)) if seen else (lambda r: None)
+    batch, token, ttft = prefill(generator, prompts, combine, make_cache(0))
     return {"k": k, "rows": len(prompts), "label": label, "batch": batch, "combine": combine, "token": token,
-            "ttft": [ttft], "steps": [], "prompt_tokens": len(prompts[0]), "prompts": prompts}
+            "ttft": [ttft], "steps": [], "prompt_tokens": len(prompts[0]), "prompts": prompts, "make_cache": make_cache}
 
 
-def prefill(generator: Generator, prompts: list[list[int]], combine) -> tuple[LockstepBatch, int, float]:
+def prefill(generator: Generator, prompts: list[list[int]], combine,
+            cache: PrefixCache | None = None) -> tuple[LockstepBatch, int, float]:
     """A batch of ``prompts`` prefilled, its first token and the seconds that took (time to first token)."""
-    batch = LockstepBatch(generator.model, prompts, generator.pad_id)
+    batch = LockstepBatch(generator.model, prompts, generator.pad_id, cache)
     t = time.perf_counter()
     token = int(combine(batch.prefill().unsqueeze(0))[0].argmax())  # (1, R, V) -> (V,)
     return batch, token, time.perf_counter() - t
@@ -72,9 +94,10 @@ def main() -> None:
     states.append(start(generator, 5, config, Contrast()))
     if contrast_of(config).active:  # the defaults' contrast, when the defaults have one
         states.append(start(generator, 5, config, contrast_of(config)))
-    for _ in range(args.ttft_rounds - 1):  # more prefills, all configurations in turn: a median under load
+    states.append(start(generator, 5, config, Contrast(), seen=True))
+    for r in range(1, args.ttft_rounds):  # more prefills, all configurations in turn: a median under load
         for s in states:
-            s["ttft"].append(prefill(generator, s["prompts"], s["combine"])[2])
+            s["ttft"].append(prefill(generator, s["prompts"], s["combine"], s["make_cache"](r))[2])
     for _ in range(args.steps):
         for s in states:
             t = time.perf_counter()

@@ -38,3 +38,23 @@ def test_rag_token_answers_from_the_right_chunk(generator):
     assert max(range(3), key=lambda i: copied.posterior[i]) == z
     assert copied.posterior[z] > 0.8
     assert answer.text == "".join(t.text for t in answer.tokens)
+
+
+def test_chunks_seen_before_give_the_same_answer_from_the_prefix_cache():
+    """The packaged generator with its default prefix cache: a second question over the same chunks
+    prefills only what follows them, and answers exactly as a generator without the cache does."""
+    cached = Generator.from_config(GeneratorConfig())
+    plain = Generator.from_config(GeneratorConfig(prefix_cache_mb=0))
+    assert cached.prefix_cache is not None and plain.prefix_cache is None
+    retriever = tinylm.OverlapRetriever(tinylm.make_chunks(CHUNKS))
+    config = AnswerConfig(k=3, max_new_tokens=16)
+    with_cache, without = DialogueEngine(retriever, cached, config), DialogueEngine(retriever, plain, config)
+    with_cache.ask("Who founded the Zorblax Festival?")  # the three chunks' prompts enter the cache
+    before = cached.prefix_cache.hit_tokens
+    question = "In which year was the Zorblax Festival founded?"
+    got, want = with_cache.ask(question), without.ask(question)
+    assert cached.prefix_cache.hit_tokens - before > 3 * 40  # each chunk prompt came mostly from the cache
+    assert got.text == want.text and "1873" in got.text
+    for a, b in zip(got.tokens, want.tokens, strict=True):
+        assert a.posterior == pytest.approx(b.posterior, abs=0.02)
+        assert a.support.label == b.support.label

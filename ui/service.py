@@ -50,7 +50,8 @@ class Service:
         self.max_question_tokens = max_question_tokens
         self.queue = queue or GenerationQueue(parallel_answers)
         if self.queue.parallel > 1 and generator.batching is None and can_extend(generator.model):
-            generator.batching = BatchScheduler(generator.model, generator.pad_id, batch_rows, batch_gather_ms / 1000)
+            generator.batching = BatchScheduler(generator.model, generator.pad_id, batch_rows, batch_gather_ms / 1000,
+                                                generator.prefix_cache)
         self.resources = ModeResources(store=kb.store, data_dir=kb.data_dir, knn=knn)  # what modes like kNN-LM build on
         self.last_report: SyncReport | None = None
         # one engine, its modes built once each (a bad default mode or mode table fails now, at start)
