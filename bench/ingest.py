@@ -251,6 +251,8 @@ def main() -> None:
             f"counted): ours {load.wall:.1f} s, LlamaIndex {llama_load:.1f} s."
         )
     limit = f" --limit-files {args.limit_files}" if args.limit_files else ""
+    if args.corpus != DATA / "pydocs":
+        limit = f" --corpus {args.corpus}{limit}"
     section = (
         f"`.venv/bin/python bench/ingest.py{limit} --slices {args.slices}{f' --backend {args.backend}' if args.backend else ''}{f' --dtype {args.dtype}' if args.dtype else ''}`; {machine()}.\n\n"
         f"{len(files)} files of the Python 3.11 docs in one process and one run; MiniLM-L6 (packaged), batch size "
