@@ -83,24 +83,44 @@ class OnnxEncoder(RuntimeEncoder):
 
 
 class OpenVinoEncoder(RuntimeEncoder):
+    """OpenVINO's CPU plugin runs the requests of one compiled model on its streams (one by default:
+    the latency hint, all cores), so a search's one-text request would wait behind an ingest batch
+    in progress. Small requests (a query) therefore get a compiled model of their own, one thread,
+    never queued behind a bulk batch; each is compiled on first use."""
+
+    SMALL_REQUEST = 4  # texts per request up to which the small model answers
+
     def __init__(self, folder: Path, model_file: Path, precision: str, threads: int = 0) -> None:
         import openvino as ov
 
         super().__init__(folder)
-        core = ov.Core()
-        bf16 = precision == "bfloat16" and "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        config = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"}
+        self._core = ov.Core()
+        bf16 = precision == "bfloat16" and "BF16" in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        self._config = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"}
         if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self._compiled = core.compile_model(core.read_model(str(model_file)), "CPU", config)
-        self._local = threading.local()  # one infer request per thread: a request is not thread-safe
+            self._config["INFERENCE_NUM_THREADS"] = threads
+        self._model_file = model_file
+        self._compiled: dict[str, object] = {}
+        self._compile_lock = threading.Lock()
+        self._local = threading.local()  # one infer request per thread and model: a request is not thread-safe
+
+    def _compiled_model(self, kind: str):
+        with self._compile_lock:
+            if kind not in self._compiled:
+                config = dict(self._config, **({"INFERENCE_NUM_THREADS": 1} if kind == "small" else {}))
+                self._compiled[kind] = self._core.compile_model(self._core.read_model(str(self._model_file)), "CPU",
+                                                                config)
+            return self._compiled[kind]
 
     def _hidden(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self._compiled.create_infer_request()
-        request.infer({0: ids, 1: mask})
-        return request.get_output_tensor(0).data  # (B, T, H): the request's buffer, pooled before its next infer
+        kind = "small" if ids.shape[0] <= self.SMALL_REQUEST else "bulk"
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = self._local.requests = {}
+        if kind not in requests:
+            requests[kind] = self._compiled_model(kind).create_infer_request()
+        requests[kind].infer({0: ids, 1: mask})
+        return requests[kind].get_output_tensor(0).data  # (B, T, H): the request's buffer, pooled before its next infer
 
 
 # -- exporters: each writes one converted model into an empty folder -------------------------------

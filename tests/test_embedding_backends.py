@@ -179,3 +179,15 @@ def test_calibration_texts_are_offline_passages_of_prose():
     texts = embedding_runtimes.calibration_texts()
     assert len(texts) == 64 and all(len(t.split()) >= 100 for t in texts)
     assert texts == embedding_runtimes.calibration_texts()  # deterministic
+
+
+@pytest.mark.real_models
+def test_a_query_runs_on_its_own_openvino_model_and_embeds_as_a_batch_does(cache):
+    """A one-text request (a search) has its own compiled model, so it never waits behind an ingest
+    batch on the bulk model's stream; both give the same vectors."""
+    embedder = SentenceTransformerEmbedder(EmbeddingConfig(backend="openvino", dtype="bfloat16", cache_dir=str(cache)))
+    one_by_one = np.stack([embedder.embed([t])[0] for t in TEXTS])  # (6, 384) through the small model
+    assert set(embedder._loaded()._compiled) == {"small"}  # noqa: SLF001 - which compiled model answered
+    together = embedder.embed(TEXTS, batch_size=len(TEXTS))  # (6, 384) one bulk request
+    assert set(embedder._loaded()._compiled) == {"small", "bulk"}  # noqa: SLF001
+    assert np.sum(one_by_one * together, axis=1).min() >= 0.999
