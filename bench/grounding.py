@@ -68,6 +68,10 @@ for _t in (0.01, 0.02, 0.03, 0.1, 0.2):
 for _q in (0.25, 0.5, 1.0, 2.0):
     VARIANTS[f"plain-q{_q:g}"] = {**VARIANTS["plain"], "prior_question_weight": _q}
     VARIANTS[f"mix1-apc.3-q{_q:g}"] = {**VARIANTS["mix1-apc.3"], "prior_question_weight": _q}
+    VARIANTS[f"plain-q{_q:g}-T0.02"] = {**VARIANTS[f"plain-q{_q:g}"], "prior_temperature": 0.02}
+# the retrieval prior alone at its old default (T = 0.05, no question likelihood), whatever the defaults are now
+VARIANTS["plain-retrieval"] = {**VARIANTS["plain"], "prior_temperature": 0.05, "prior_question_weight": 0.0}
+VARIANTS["mix1-apc.3-retrieval"] = {**VARIANTS["mix1-apc.3"], "prior_temperature": 0.05, "prior_question_weight": 0.0}
 
 
 def parse_variants(spec: str) -> dict[str, dict]:

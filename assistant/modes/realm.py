@@ -30,7 +30,7 @@ NO_ANSWER = "I could not find this in your documents."
 @dataclass(frozen=True)
 class RealmSettings:
     reader: str = GENERATOR_READER  # "generator" (the generator reads each chunk, offline) or an extractive QA model id / path
-    threshold: float = 1e-9  # "no answer" when the best answer's p(y|x) is below this (generator reader: p is tiny; QA model: about 0.1)
+    threshold: float = 1e-10  # "no answer" when the best answer's p(y|x) is below this (generator reader: p is tiny, 1e-10 from the counterfactual dev sets; QA model: about 0.1)
     max_answer_tokens: int = 16  # longest answer span, in words (generator reader) or model tokens (QA model)
     n_best: int = 5  # answers returned with their marginals
     window_tokens: int = 384  # QA-model reader: question + chunk tokens per window
