@@ -46,7 +46,7 @@ def hits():
     return tinylm.OverlapRetriever(tinylm.make_chunks(tinylm.FACTS)).search(QUESTION, 3)
 
 
-PLAIN = {"context_weight": 0.0, "plausibility": 0.0, "context_contrast": "chunk"}  # the papers' math, no contrast with the null document
+PLAIN = {"context_weight": 0.0, "plausibility": 0.0, "context_contrast": "chunk", "prior_question_weight": 0.0}  # the papers' math: no contrast with the null document, the retrieval prior
 
 
 def cfg(**kw):

@@ -93,7 +93,7 @@ def test_rag_token_with_one_document_is_the_plain_lm(gen, hits):
 
 def test_rag_token_marginals_and_posteriors_equal_a_brute_force_loop(gen, hits):
     """RAG-Token greedy written the slow obvious way: each document alone, no cache, a Python sum."""
-    config = cfg(prior_temperature=0.5)
+    config = cfg(prior_temperature=0.5, prior_question_weight=0.0)  # the paper's prior: retrieval alone
     answer = load_mode("rag-token", gen, config).answer(QUESTION, [], hits)
     prior = retrieval_prior(prior_scores(hits, "dense"), 0.5).exp().tolist()
     prompts = build_prompts(gen, QUESTION, [], [chunk_context(h, 2000) for h in hits], config)
