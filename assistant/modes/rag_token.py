@@ -82,12 +82,13 @@ def question_logprobs(generator: Generator, chunk_prompts: Sequence[Sequence[int
     """log p(x | z) under the generator for each chunk prompt: teacher-forced log-probability of the
     tokens every prompt ends with, the closed-book one included (the question, after the context,
     and the template's closing tokens), given everything before them. One extra prefill of the k
-    prompts. Returns (k,)."""
+    prompts (whose keys and values the prefix cache keeps for the decoding prefill). Returns (k,)."""
     n = common_suffix_length([*chunk_prompts, null_prompt])
     if n == 0 or any(len(p) <= n for p in chunk_prompts):
         return torch.zeros(len(chunk_prompts))
     suffix = list(chunk_prompts[0][-n:])
-    batch = LockstepBatch(generator.model, [list(p[:-n]) for p in chunk_prompts], generator.pad_id)
+    batch = LockstepBatch(generator.model, [list(p[:-n]) for p in chunk_prompts], generator.pad_id,
+                          generator.prefix_cache)  # kept: the decoding prefill of the same prompts then runs only the question
     state = batch.snapshot(batch.prefill())
     scores = score_continuations(generator.model, state, list(range(len(chunk_prompts))),
                                  [suffix] * len(chunk_prompts), generator.pad_id)
