@@ -78,18 +78,16 @@ class LockstepBatch:
     @torch.inference_mode()
     def prefill(self) -> torch.Tensor:
         """Run the prompts; returns the next-token log-probs (B, V)."""
-        if self.prefix_cache is None:
-            logits = self._forward(self.input_ids, positions_of(self.mask))  # (B, 1, V)
-            return torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, V)
-        found = [self.prefix_cache.lookup(p) for p in self.prompts]  # (P_r, kv_r) per row
+        found = [self.prefix_cache.lookup(p) for p in self.prompts] if self.prefix_cache is not None else []
         if any(kv is not None for _, kv in found):
             logits = self._forward_after_prefixes(found)  # (B, 1, V)
         else:
             logits = self._forward(self.input_ids, positions_of(self.mask))  # (B, 1, V)
-        for row, prompt in enumerate(self.prompts):
-            real = self.mask[row].nonzero().squeeze(-1)  # (L,) the row's columns that hold its tokens
-            self.prefix_cache.store(prompt, [(layer.keys[row][:, real], layer.values[row][:, real])
-                                             for layer in self.cache.layers])
+        if self.prefix_cache is not None:
+            for row, prompt in enumerate(self.prompts):
+                real = self.mask[row].nonzero().squeeze(-1)  # (L,) the row's columns that hold its tokens
+                self.prefix_cache.store(prompt, [(layer.keys[row][:, real], layer.values[row][:, real])
+                                                 for layer in self.cache.layers])
         return torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, V)
 
     def _forward_after_prefixes(self, found: list[tuple[int, Any]]) -> torch.Tensor:
@@ -98,19 +96,9 @@ class LockstepBatch:
         Holes between the two are masked; positions count only real tokens, so every row computes
         what a full prefill would."""
         width = max(p for p, _ in found)  # C
-        reference = next(kv for _, kv in found if kv is not None)
-        layers = []
-        for index, (k0, _) in enumerate(reference):
-            shape = (self.rows, k0.shape[0], width, k0.shape[2])
-            keys, values = k0.new_zeros(shape), k0.new_zeros(shape)  # (B, H, C, D)
-            for row, (p, kv) in enumerate(found):
-                if p:
-                    keys[row, :, width - p :] = kv[index][0]
-                    values[row, :, width - p :] = kv[index][1]
-            layers.append((keys, values))
-        self.cache = _new_cache(self.model)
-        for layer, (keys, values) in zip(self.cache.layers, layers, strict=True):
-            layer.update(keys, values)
+        layers = len(next(kv for _, kv in found if kv is not None))
+        self._load_cache(width, [[([row], kv[index][0].unsqueeze(0), kv[index][1].unsqueeze(0))
+                                  for row, (_, kv) in enumerate(found) if kv is not None] for index in range(layers)])
         cached = torch.zeros((self.rows, width), dtype=torch.long)  # (B, C)
         for row, (p, _) in enumerate(found):
             if p:
@@ -160,26 +148,21 @@ class LockstepBatch:
         next_position = torch.cat([self.next_position, other.next_position])  # (B+B',)
         rows = self.rows
         self.mask = mask
-        self._assemble([(list(range(rows)), self), (list(range(rows, rows + other.rows)), other)])
+        self._load_cache(width, [[(list(range(rows)), a.keys, a.values), (list(range(rows, rows + other.rows)), b.keys,
+                                   b.values)] for a, b in zip(self.cache.layers, other.cache.layers, strict=True)])
         self.next_position = next_position
 
-    def _assemble(self, parts: list[tuple[list[int], "LockstepBatch"]]) -> None:
-        """This batch's cache from prefilled parts, each holding the listed rows (in its order),
-        right-aligned in time to ``self.mask``'s width (left padding stays zeros and masked)."""
-        width = self.mask.shape[1]
-        layers = []
-        for index in range(len(parts[0][1].cache.layers)):
-            first = parts[0][1].cache.layers[index].keys  # (b, H, t, D)
-            shape = (self.rows, first.shape[1], width, first.shape[3])
-            keys, values = first.new_zeros(shape), first.new_zeros(shape)  # (B, H, T, D)
-            for rows, part in parts:
-                layer = part.cache.layers[index]
-                t = layer.keys.shape[-2]
-                keys[rows, :, width - t :] = layer.keys
-                values[rows, :, width - t :] = layer.values
-            layers.append((keys, values))
+    def _load_cache(self, width: int, layers: list[list[tuple[list[int], torch.Tensor, torch.Tensor]]]) -> None:
+        """A new cache ``width`` long from pieces: per layer, (rows, keys, values) with keys and values
+        (len(rows), H, t, D), right-aligned in time (the columns before them stay zeros, masked)."""
         self.cache = _new_cache(self.model)
-        for layer, (keys, values) in zip(self.cache.layers, layers, strict=True):
+        for layer, pieces in zip(self.cache.layers, layers, strict=True):
+            first = pieces[0][1]  # (b, H, t, D)
+            shape = (self.rows, first.shape[1], width, first.shape[3])
+            keys, values = first.new_zeros(shape), first.new_zeros(shape)  # (B, H, width, D)
+            for rows, k, v in pieces:
+                keys[rows, :, width - k.shape[-2] :] = k
+                values[rows, :, width - v.shape[-2] :] = v
             layer.update(keys, values)
 
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
