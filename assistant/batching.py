@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -302,5 +302,3 @@ class SharedBatch:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-LockstepFactory = Callable[[Sequence[Sequence[int]]], Any]
