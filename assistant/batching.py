@@ -8,7 +8,8 @@ LockstepBatch, from :meth:`Generator.lockstep`) whose calls are carried out by t
 thread:
 
 - ``prefill``: the new rows join. Prompts that arrive together are prefilled in one pass, then
-  appended to the shared batch (left padding keeps every row exact, see lockstep.py).
+  appended to the shared batch (left padding keeps every row exact, see lockstep.py). Each member
+  gets its own rows' results back (``prefill_scored``: with its own rows' last prompt tokens scored).
 - ``step``: the scheduler waits (up to ``gather_seconds``) until every member has asked for its
   next token, then advances all of them in one pass. A member that is busy elsewhere gets a masked
   hole instead of a token, so nobody waits for a slow member for long.
@@ -27,7 +28,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .lockstep import LockstepBatch, PromptState
+from .lockstep import LockstepBatch, Prefill, PromptState
 
 
 @dataclass
@@ -189,18 +190,18 @@ class BatchScheduler:
     def _join(self, calls: list[_Call]) -> None:
         prompts = [p for call in calls for p in call.member.prompts]
         new = LockstepBatch(self.model, prompts, self.pad_id, self.prefix_cache)
-        logprobs = new.prefill()  # (R_new, V)
+        out = new.prefill_scored([call.payload["score_last"] for call in calls for _ in call.member.prompts])
         self.passes += 1
         if self._batch is None:
             self._batch = new
         else:
             self._batch.extend(new)
-        start = 0
+        start, width = 0, out.last_logprobs.shape[1]
         for call in calls:
-            n = len(call.member.prompts)
+            rows = slice(start, start + len(call.member.prompts))
             self._members.append(call.member)
-            call.finish(logprobs[start : start + n])
-            start += n
+            call.finish(Prefill(out.next_logprobs[rows], out.last_logprobs[rows, width - call.payload["score_last"] :]))
+            start = rows.stop
 
     def _step(self, calls: list[_Call]) -> None:
         stale = [c for c in calls if c.member not in self._members]
@@ -273,10 +274,17 @@ class SharedBatch:
 
     def prefill(self) -> torch.Tensor:
         """Join the shared batch; returns the next-token log-probs (rows, V)."""
+        return self.prefill_scored().next_logprobs
+
+    def prefill_scored(self, score_last: int = 0) -> Prefill:
+        """Join the shared batch, scoring each row's last ``score_last`` prompt tokens
+        (:meth:`LockstepBatch.prefill_scored`); returns this answer's rows' results."""
         if self._joined:
             raise RuntimeError("prefill runs once per batch")
+        if score_last < 0 or score_last >= min(map(len, self.prompts)):
+            raise ValueError(f"score_last must be from 0 to the shortest prompt's length - 1, got {score_last}")
         self._joined = True
-        return self.scheduler.call("join", self, {"since": time.monotonic()})
+        return self.scheduler.call("join", self, {"since": time.monotonic(), "score_last": score_last})
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append one token to each of this answer's rows.  tokens: (rows,) -> (rows, V)"""

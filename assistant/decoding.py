@@ -131,15 +131,17 @@ class Hypothesis:
 
 
 def greedy(
-    batch: LockstepBatch, combine: Combine, eos_ids: Collection[int], max_new_tokens: int
+    batch: LockstepBatch, combine: Combine, eos_ids: Collection[int], max_new_tokens: int,
+    *, first_logprobs: torch.Tensor | None = None,
 ) -> Iterator[TokenStep]:
     """Greedy decoding of one beam spanning every row; yields each token as it is chosen (not EOS).
+    ``first_logprobs`` (rows, V): what ``batch.prefill()`` returned, when the caller ran it.
 
     The next forward pass runs only when the caller asks for the next token, so stopping the
     iteration (stop string found) costs nothing extra.
     """
     rows = batch.rows
-    logprobs = batch.prefill()  # (R, V)
+    logprobs = batch.prefill() if first_logprobs is None else first_logprobs  # (R, V)
     for i in range(max_new_tokens):
         scores = combine(logprobs.unsqueeze(0))[0]  # (1, R, V) -> (V,)
         token = int(scores.argmax())

@@ -47,6 +47,16 @@ class PromptState:
     next_logprobs: torch.Tensor  # (B, V)
 
 
+@dataclass(frozen=True)
+class Prefill:
+    """What a prefill computes: every row's next-token log-probs, and the teacher-forced log-probs of
+    each row's last prompt tokens (the same forward pass: no extra cost but their logits)."""
+
+    next_logprobs: torch.Tensor  # (B, V) log p(· | prompt)
+    last_logprobs: torch.Tensor  # (B, n) log p(t_j | t_<j) of the row's last n prompt tokens, oldest first;
+    # a row that scored fewer tokens (a shared batch's other members) has zeros (log 1) on the left
+
+
 class LockstepBatch:
     """B token sequences advanced together; call :meth:`prefill` once, then :meth:`step`."""
 
@@ -75,26 +85,38 @@ class LockstepBatch:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @torch.inference_mode()
     def prefill(self) -> torch.Tensor:
         """Run the prompts; returns the next-token log-probs (B, V)."""
-        found = [self.prefix_cache.lookup(p) for p in self.prompts] if self.prefix_cache is not None else []
+        return self.prefill_scored().next_logprobs
+
+    @torch.inference_mode()
+    def prefill_scored(self, score_last: int | Sequence[int] = 0) -> Prefill:
+        """Run the prompts, and score each row's last ``score_last`` prompt tokens (teacher forcing,
+        in the same forward pass; one count for every row, or one per row); every count must be
+        shorter than its prompt. Only those positions' logits are computed, never all of them."""
+        last = [score_last] * self.rows if isinstance(score_last, int) else list(score_last)
+        if len(last) != self.rows or any(not 0 <= n < len(p) for n, p in zip(last, self.prompts)):
+            raise ValueError(f"score_last needs one count per row, each from 0 to its prompt's length - 1: got {score_last}")
+        found = ([self.prefix_cache.lookup(p, compute=n + 1) for p, n in zip(self.prompts, last)]
+                 if self.prefix_cache is not None else [])  # a scored token's logits come from the token before it
+        keep = max(last) + 1
         if any(kv is not None for _, kv in found):
-            logits = self._forward_after_prefixes(found)  # (B, 1, V)
+            logits = self._forward_after_prefixes(found, keep)  # (B, keep, V)
         else:
-            logits = self._forward(self.input_ids, positions_of(self.mask))  # (B, 1, V)
+            logits = self._forward(self.input_ids, positions_of(self.mask), keep)  # (B, keep, V)
         if self.prefix_cache is not None:
             for row, prompt in enumerate(self.prompts):
                 real = self.mask[row].nonzero().squeeze(-1)  # (L,) the row's columns that hold its tokens
                 self.prefix_cache.store(prompt, [(layer.keys[row][:, real], layer.values[row][:, real])
                                                  for layer in self.cache.layers])
-        return torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, V)
+        next_logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, V)
+        return Prefill(next_logprobs, last_token_logprobs(logits[:, :-1], self.prompts, last))
 
-    def _forward_after_prefixes(self, found: list[tuple[int, Any]]) -> torch.Tensor:
+    def _forward_after_prefixes(self, found: list[tuple[int, Any]], keep: int = 1) -> torch.Tensor:
         """Prefill from cached prefixes: row r's P_r cached tokens go into the KV cache, right-aligned
         in C = max P columns; the rest of each prompt runs as S = max (L - P) new tokens, left-padded.
         Holes between the two are masked; positions count only real tokens, so every row computes
-        what a full prefill would."""
+        what a full prefill would. Returns the logits of the last ``keep`` columns (B, keep, V)."""
         width = max(p for p, _ in found)  # C
         layers = len(next(kv for _, kv in found if kv is not None))
         self._load_cache(width, [[([row], kv[index][0].unsqueeze(0), kv[index][1].unsqueeze(0))
@@ -106,7 +128,7 @@ class LockstepBatch:
         suffix_ids, suffix_mask = left_pad([prompt[p:] for prompt, (p, _) in zip(self.prompts, found)], self.pad_id)
         self.mask = torch.cat([cached, suffix_mask], dim=-1)  # (B, C + S)
         starts = torch.tensor([p for p, _ in found]).unsqueeze(-1)  # (B, 1)
-        return self._forward(suffix_ids, starts + positions_of(suffix_mask))  # (B, 1, V)
+        return self._forward(suffix_ids, starts + positions_of(suffix_mask), keep)  # (B, keep, V)
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, live: torch.Tensor | None = None) -> torch.Tensor:
@@ -165,16 +187,36 @@ class LockstepBatch:
                 values[rows, :, width - v.shape[-2] :] = v
             layer.update(keys, values)
 
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, keep: int = 1) -> torch.Tensor:
+        """The logits of the last ``keep`` columns (B, keep, V)."""
         out = self.model(
             input_ids=input_ids,
             attention_mask=self.mask,
             position_ids=positions,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=keep,
             **{self._cache_kw: self.cache},
         )
-        return out.logits  # (B, 1, V)
+        return out.logits  # (B, keep, V)
+
+
+def last_token_logprobs(logits: torch.Tensor, prompts: Sequence[Sequence[int]], last: Sequence[int]) -> torch.Tensor:
+    """Teacher forcing: log p(t_j | t_<j) of row r's last ``last[r]`` prompt tokens.
+
+    logits: (B, m, V), the logits at each row's m positions before its last token (left-padded rows:
+    the batch's last columns but one), m ≥ max(last); position i predicts the token after it.
+    Returns (B, m), row r's log-probs in its last ``last[r]`` columns, oldest first, zeros before them.
+    """
+    rows, m = logits.shape[0], logits.shape[1]
+    targets = torch.zeros((rows, m), dtype=torch.long)  # (B, m) the token each position predicts
+    scored = torch.zeros((rows, m), dtype=torch.bool)  # (B, m)
+    for row, (prompt, n) in enumerate(zip(prompts, last, strict=True)):
+        if n:
+            targets[row, m - n :] = torch.tensor(list(prompt[-n:]), dtype=torch.long)
+            scored[row, m - n :] = True
+    logits = logits.float()  # (B, m, V)
+    chosen = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (B, m)
+    return torch.where(scored, chosen, torch.zeros_like(chosen))  # (B, m)
 
 
 @torch.inference_mode()

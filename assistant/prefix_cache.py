@@ -45,14 +45,17 @@ class PrefixCache:
         self.hit_tokens = 0  # prompt tokens served from the cache (tests, benchmarks)
         self.lookups = 0
 
-    def lookup(self, ids: Sequence[int]) -> tuple[int, tuple[tuple[torch.Tensor, torch.Tensor], ...] | None]:
-        """(P, kv): the longest cached block-aligned prefix of ``ids`` shorter than ``ids`` (the last
-        token is always left to compute: its logits are the point) and its per-layer (H, P, D)
-        keys and values; (0, None) if none."""
+    def lookup(self, ids: Sequence[int], compute: int = 1
+               ) -> tuple[int, tuple[tuple[torch.Tensor, torch.Tensor], ...] | None]:
+        """(P, kv): the longest cached block-aligned prefix of ``ids`` that leaves its last ``compute``
+        tokens to compute (at least the last one: its logits are the point; more when a prefill
+        scores the prompt's last tokens too) and its per-layer (H, P, D) keys and values; (0, None) if none."""
+        if compute < 1:
+            raise ValueError(f"compute must be at least 1 (the last token's logits), got {compute}")
         ids = tuple(ids)
         with self._lock:
             self.lookups += 1
-            for length in range(self._aligned(len(ids) - 1), 0, -self.block):
+            for length in range(self._aligned(len(ids) - compute), 0, -self.block):
                 entry_id = self._by_prefix.get(hash(ids[:length]))
                 entry = self._entries.get(entry_id) if entry_id is not None else None
                 if entry is not None and entry.ids[:length] == ids[:length]:

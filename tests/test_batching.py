@@ -152,6 +152,53 @@ def test_select_and_snapshot_of_one_member_leave_the_others_alone(gen):
     scheduler.close()
 
 
+def scored_by_continuation(gen, prompts, n):
+    """Reference: log p of each prompt's last n tokens by score_continuations after a prefill of the rest."""
+    batch = LockstepBatch(gen.model, [p[:-n] for p in prompts], gen.pad_id)
+    state = batch.snapshot(batch.prefill())
+    return torch.stack(score_continuations(gen.model, state, list(range(len(prompts))), [p[-n:] for p in prompts],
+                                           gen.pad_id))  # (rows, n)
+
+
+def test_each_member_gets_its_own_rows_last_tokens_scored(gen):
+    """Members joining in one pass ask to score different numbers of their prompts' last tokens (0: none);
+    one joins later while another decodes. Each gets its own rows' log-probs, as a prefill of its own would."""
+    scheduler = BatchScheduler(gen.model, gen.pad_id, gather_seconds=0.05)
+    members = {"a": (prompts_of(gen, TEXTS[:2]), 5), "b": (prompts_of(gen, TEXTS[2:4]), 0),
+               "c": (prompts_of(gen, TEXTS[4:]), 3), "late": (prompts_of(gen, TEXTS[1:3]), 4)}
+    fed = {key: feeds(len(prompts), 6, i) for i, (key, (prompts, _)) in enumerate(members.items())}
+    results: dict[str, list] = {}
+    start, decoding = threading.Event(), threading.Event()
+
+    def member(key):
+        prompts, n = members[key]
+        (decoding if key == "late" else start).wait(10)
+        with scheduler.batch(prompts) as batch:
+            first = batch.prefill_scored(n)
+            out = [first.next_logprobs]
+            for j, tokens in enumerate(fed[key]):
+                if key == "a" and j == 1:
+                    decoding.set()  # the late member joins now
+                out.append(batch.step(torch.tensor(tokens)))
+                time.sleep(0.01)
+        results[key] = (first.last_logprobs, out)
+
+    joins: list[int] = []  # members per prefill pass
+    join = scheduler._join
+    scheduler._join = lambda calls: (joins.append(len(calls)), join(calls))
+    run_threads([lambda key=key: member(key) for key in members] + [start.set])
+    assert joins == [3, 1]
+    for key, (prompts, n) in members.items():
+        scored, out = results[key]
+        assert scored.shape == (len(prompts), n)
+        if n:
+            assert_same([scored], [scored_by_continuation(gen, prompts, n)])
+        assert_same(out, private_run(gen, prompts, fed[key]))
+    with pytest.raises(ValueError, match="score_last"):  # a whole prompt: its first token has nothing before it
+        scheduler.batch(prompts_of(gen, TEXTS[1:2])).prefill_scored(6)
+    scheduler.close()
+
+
 def test_rows_beyond_the_limit_wait_for_room(gen):
     scheduler = BatchScheduler(gen.model, gen.pad_id, max_rows=3, gather_seconds=0.005)
     peak = [0]

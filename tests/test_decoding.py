@@ -74,6 +74,44 @@ def test_score_continuations_equals_stepwise_log_probs(gen):
         assert scores.tolist() == pytest.approx(ref, abs=1e-4)
 
 
+def suffix_by_continuation(gen, prompts, last):
+    """Reference: log p of each prompt's last n tokens by score_continuations after a prefill of the rest."""
+    batch = LockstepBatch(gen.model, [p[: len(p) - n] for p, n in zip(prompts, last)], gen.pad_id)
+    state = batch.snapshot(batch.prefill())
+    return score_continuations(gen.model, state, list(range(len(prompts))), [p[len(p) - n :] for p, n in zip(prompts, last)],
+                               gen.pad_id)
+
+
+def test_a_prefill_scores_the_prompts_last_tokens_as_teacher_forcing_does(gen):
+    prompts = prompts_of(gen, TEXTS)
+    plain = LockstepBatch(gen.model, prompts, gen.pad_id).prefill()
+    for score_last, last in ((4, [4, 4, 4]), ([6, 1, 3], [6, 1, 3])):  # one count for all rows; one per row
+        out = LockstepBatch(gen.model, prompts, gen.pad_id).prefill_scored(score_last)
+        assert torch.allclose(out.next_logprobs, plain, atol=1e-5)  # the next-token log-probs are unchanged
+        assert out.last_logprobs.shape == (3, max(last))
+        for row, want in enumerate(suffix_by_continuation(gen, prompts, last)):
+            n = last[row]
+            assert out.last_logprobs[row, max(last) - n :].tolist() == pytest.approx(want.tolist(), abs=1e-4)
+            assert out.last_logprobs[row, : max(last) - n].tolist() == [0.0] * (max(last) - n)  # log 1 before them
+    assert LockstepBatch(gen.model, prompts, gen.pad_id).prefill_scored(0).last_logprobs.shape == (3, 0)
+    shortest = min(map(len, prompts))
+    with pytest.raises(ValueError, match="score_last"):  # the first token has nothing before it
+        LockstepBatch(gen.model, prompts, gen.pad_id).prefill_scored(shortest)
+    with pytest.raises(ValueError, match="score_last"):
+        LockstepBatch(gen.model, prompts, gen.pad_id).prefill_scored([1, 2])
+
+
+def test_greedy_after_the_callers_prefill_decodes_as_greedy_alone(gen):
+    prompts = prompts_of(gen, TEXTS[:2])
+    combine = mixture(torch.log(torch.tensor([0.3, 0.7])))
+    alone = list(greedy(LockstepBatch(gen.model, prompts, gen.pad_id), combine, gen.eos_ids, 6))
+    batch = LockstepBatch(gen.model, prompts, gen.pad_id)
+    first = batch.prefill_scored(3).next_logprobs
+    got = list(greedy(batch, combine, gen.eos_ids, 6, first_logprobs=first))
+    assert [s.token_id for s in got] == [s.token_id for s in alone] and len(alone) > 1
+    assert [s.logprob for s in got] == pytest.approx([s.logprob for s in alone], abs=1e-5)
+
+
 def reference_greedy(model, prompt, n, eos_ids):
     ids, out = list(prompt), []
     for _ in range(n):

@@ -1,6 +1,7 @@
 """The null document, PMI support and context-aware decoding: the math by hand, the modes' contracts
 on the tiny random LM (limits computable by hand), and the streamed labels against the whole."""
 
+import dataclasses
 import math
 import random
 
@@ -440,6 +441,58 @@ def test_question_logprobs_are_the_teacher_forced_question_under_each_chunk(gen,
     for z, p in enumerate(prompts[:-1]):  # brute force: one forward pass per prefix
         want = sum(float(logprobs_after(gen, p[:j])[p[j]]) for j in range(len(p) - n, len(p)))
         assert float(got[z]) == pytest.approx(want, abs=1e-3)
+
+
+def test_question_tokens_stop_short_of_a_whole_prompt():
+    from assistant.modes.rag_token import question_tokens
+
+    assert question_tokens([[1, 2, 3, 9], [5, 3, 9], [7, 7, 7, 4, 3, 9]]) == 2
+    assert question_tokens([[4, 5], [3, 4, 5]]) == 1  # the first token of a prompt has nothing before it
+    assert question_tokens([[1, 2], [1, 3]]) == 0
+
+
+def reranked_by_extra_prefill(gen, hits, config, beam_size=1):
+    """Reference: the question-likelihood prior by an extra prefill (question_logprobs), then decoding
+    with it; what rag-token did before its decoding prefill scored the question. Returns the prior,
+    the token texts and their posteriors."""
+    from assistant.marginals import question_likelihood_prior, rag_token_posterior
+    from assistant.modes.base import prior_scores
+    from assistant.modes.rag_token import question_logprobs
+
+    prompts = build_prompts(gen, QUESTION, [], [chunk_context(h, config.chunk_chars) for h in hits] + [None], config)
+    prior = question_likelihood_prior(prior_scores(hits, config.prior_score), question_logprobs(gen, prompts[:-1], prompts[-1]),
+                                      config.prior_temperature, config.prior_question_weight)  # (k,)
+    steps = list(stream_grounded(gen, prompts, prior, config, beam_size))
+    posteriors = [rag_token_posterior(torch.tensor(s.row_logprobs[:-1]), prior).tolist() for s, _ in steps]
+    return prior.exp().tolist(), [text for _, text in steps], posteriors
+
+
+def test_rag_token_reranked_by_its_decoding_prefill_answers_as_with_the_extra_prefill(gen, hits):
+    """The default prior (q = 0.5) from the decoding prefill's own question log-probs: the same
+    answers and posteriors as the extra prefill gave, alone, with the prefix cache (cold, and the
+    same question again) and in a shared batch; beam search too."""
+    from assistant.batching import BatchScheduler
+    from assistant.config import ModeTables
+    from assistant.generator import Generator
+
+    config = cfg(prior_question_weight=AnswerConfig().prior_question_weight, max_new_tokens=10)
+    assert config.prior_question_weight == 0.5
+    cached = Generator(gen.model, gen.tokenizer, prefix_cache_mb=8)
+    shared = Generator(gen.model, gen.tokenizer, prefix_cache_mb=8)
+    shared.batching = BatchScheduler(gen.model, gen.pad_id, gather_seconds=0.0, prefix_cache=shared.prefix_cache)
+    retrieval = load_mode("rag-token", gen, cfg()).answer(QUESTION, [], hits)
+    for beam_size, generators in ((1, [gen, cached, cached, shared, shared]), (2, [gen])):
+        prior, texts, posteriors = reranked_by_extra_prefill(gen, hits, config, beam_size)
+        assert prior != pytest.approx([c.prior for c in retrieval.chunks], abs=1e-3)  # the reranking matters here
+        mode_config = dataclasses.replace(config, modes=ModeTables({"rag-token": {"beam_size": beam_size}}))
+        for generator in generators:
+            answer = load_mode("rag-token", generator, mode_config).answer(QUESTION, [], hits)
+            assert [c.prior for c in answer.chunks] == pytest.approx(prior, abs=1e-5)
+            assert [t.text for t in answer.tokens] == texts and len(texts) > 2
+            for got, want in zip(answer.tokens, posteriors, strict=True):
+                assert list(got.posterior) == pytest.approx(want, abs=1e-5)
+    assert cached.prefix_cache.hit_tokens > 0 and shared.prefix_cache.hit_tokens > 0
+    shared.batching.close()
 
 
 def test_rag_token_with_the_question_prior_reports_it_and_is_unchanged_at_weight_zero(gen, hits):

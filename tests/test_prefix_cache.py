@@ -8,7 +8,8 @@ import torch
 
 from assistant.batching import BatchScheduler
 from assistant.config import GeneratorConfig
-from assistant.lockstep import LockstepBatch
+from assistant.lockstep import LockstepBatch, score_continuations
+from assistant.modes.rag_token import common_suffix_length
 from assistant.prefix_cache import PrefixCache
 from knowledge.errors import ConfigError
 from tests import tinylm
@@ -81,6 +82,44 @@ def test_the_last_token_is_always_computed(gen):
     assert cache.lookup(prompt[:3]) == (0, None)  # shorter than a block: nothing to reuse
 
 
+def test_a_lookup_leaves_as_many_last_tokens_to_compute_as_asked(gen):
+    cache = PrefixCache(budget_bytes=10**8, block=4)
+    prompt = rag_prompts(gen, "where was ada born ?")[0]
+    decode(gen, [prompt], cache)
+    for compute in (1, 5, 9, 13):
+        length, _ = cache.lookup(prompt, compute=compute)
+        assert 0 < length <= len(prompt) - compute and length % 4 == 0
+        assert length > len(prompt) - compute - 4  # the longest block-aligned prefix that does
+    with pytest.raises(ValueError, match="compute"):
+        cache.lookup(prompt, compute=0)
+
+
+def question_by_continuation(gen, prompts, n):
+    """Reference: log p of each prompt's last n tokens by score_continuations after a prefill of the rest."""
+    batch = LockstepBatch(gen.model, [p[:-n] for p in prompts], gen.pad_id)
+    state = batch.snapshot(batch.prefill())
+    return torch.stack(score_continuations(gen.model, state, list(range(len(prompts))), [p[-n:] for p in prompts],
+                                           gen.pad_id))  # (B, n)
+
+
+def test_the_scored_last_tokens_are_computed_not_served_from_the_cache(gen):
+    """A prefill that scores the question gets its log-probs right whatever the cache holds: the chunks
+    seen with another question, or these very prompts (whose cached prefix reaches into the question)."""
+    prompts = rag_prompts(gen, "where was ada born ?")
+    n = common_suffix_length(prompts)  # the question and the template's end
+    assert n == 8
+    want = question_by_continuation(gen, prompts, n)
+    plain = LockstepBatch(gen.model, prompts, gen.pad_id).prefill()
+    for seen in (rag_prompts(gen, "who discovered radium ?"), prompts):
+        cache = PrefixCache(budget_bytes=10**8, block=4)
+        decode(gen, seen, cache)
+        hits_before = cache.hit_tokens
+        out = LockstepBatch(gen.model, prompts, gen.pad_id, cache).prefill_scored(n)
+        assert cache.hit_tokens > hits_before  # served from the cache, up to the scored tokens
+        assert torch.allclose(out.last_logprobs, want, atol=1e-4), float((out.last_logprobs - want).abs().max())
+        assert torch.allclose(out.next_logprobs, plain, atol=1e-4)
+
+
 def test_least_recently_used_prompts_leave_first_within_the_budget(gen):
     probe = PrefixCache(budget_bytes=10**8, block=4)
     prompts = [rag_prompts(gen, q, CHUNKS[:1])[0] for q in ("where was ada born ?", "who was she ?", "what is radium ?")]
@@ -103,6 +142,18 @@ def test_shared_batches_use_the_prefix_cache_too(gen):
         with scheduler.batch(prompts) as batch:
             got = [batch.prefill(), batch.step(torch.tensor([7 + r for r in range(len(prompts))]))]
         assert_same(got, decode(gen, prompts, steps=1))
+    assert cache.hit_tokens > 0
+    scheduler.close()
+
+
+def test_a_shared_member_scores_its_question_after_cached_prefixes(gen):
+    cache = PrefixCache(budget_bytes=10**8, block=4)
+    scheduler = BatchScheduler(gen.model, gen.pad_id, gather_seconds=0.0, prefix_cache=cache)
+    for question in ("where was ada born ?", "who discovered radium ?", "who discovered radium ?"):
+        prompts = rag_prompts(gen, question)
+        with scheduler.batch(prompts) as batch:
+            out = batch.prefill_scored(8)
+        assert torch.allclose(out.last_logprobs, question_by_continuation(gen, prompts, 8), atol=1e-4)
     assert cache.hit_tokens > 0
     scheduler.close()
 

@@ -6,7 +6,8 @@ baselines decode through this same path, so the comparison is like for like.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -34,14 +35,26 @@ def stream_mixture(
 
 def stream_grounded(
     generator: Generator, prompts: Sequence[Sequence[int]], doc_logprior: torch.Tensor, config: AnswerConfig,
-    beam_size: int = 1,
+    beam_size: int = 1, *, prefilled: tuple[Any, torch.Tensor] | None = None,
 ) -> Iterator[tuple[TokenStep, str]]:
     """Like :func:`stream_mixture`, with the null document as the last prompt (k + 1 prompts for a
     (k,) prior): each chunk's distribution is contrasted with it as ``config`` says
-    (context-aware decoding), and every step's ``row_logprobs`` ends with log p(y_i|x,∅,y_<i)."""
+    (context-aware decoding), and every step's ``row_logprobs`` ends with log p(y_i|x,∅,y_<i).
+    ``prefilled``: (the :func:`decoding_batch` of these prompts, what its prefill returned (k + 1, V)),
+    when the caller ran the prefill (RAG-Token reranks the prior by it); the caller closes the batch."""
     if len(prompts) != doc_logprior.shape[0] + 1:
         raise ValueError(f"{len(prompts)} prompts for {doc_logprior.shape[0]} prior values: the null prompt comes last")
-    yield from _decode(generator, prompts, grounded_mixture(doc_logprior, contrast_of(config)), config, beam_size)
+    yield from _decode(generator, prompts, grounded_mixture(doc_logprior, contrast_of(config)), config, beam_size,
+                       prefilled=prefilled)
+
+
+def decoding_batch(generator: Generator, prompts: Sequence[Sequence[int]], beam_size: int = 1) -> Any:
+    """The batch these prompts decode in (use it in a ``with`` block). Greedy: the rows may share
+    forward passes with other answers' (the server); beam search re-selects rows every step, a copy
+    of the whole cache, so it keeps a batch of its own."""
+    if beam_size == 1:
+        return generator.lockstep(prompts)
+    return LockstepBatch(generator.model, prompts, generator.pad_id)
 
 
 def contrast_of(config: AnswerConfig) -> Contrast:
@@ -50,17 +63,17 @@ def contrast_of(config: AnswerConfig) -> Contrast:
 
 
 def _decode(
-    generator: Generator, prompts: Sequence[Sequence[int]], combine: Combine, config: AnswerConfig, beam_size: int
+    generator: Generator, prompts: Sequence[Sequence[int]], combine: Combine, config: AnswerConfig, beam_size: int,
+    *, prefilled: tuple[Any, torch.Tensor] | None = None,
 ) -> Iterator[tuple[TokenStep, str]]:
-    if beam_size == 1:  # greedy: the rows may share forward passes with other answers' (the server)
-        with generator.lockstep(prompts) as batch:
-            yield from with_texts(generator, greedy(batch, combine, generator.eos_ids, config.max_new_tokens),
-                                  config.stop)
+    batch, first = prefilled or (decoding_batch(generator, prompts, beam_size), None)
+    if beam_size == 1:
+        with nullcontext(batch) if prefilled else batch:
+            yield from with_texts(generator, greedy(batch, combine, generator.eos_ids, config.max_new_tokens,
+                                                    first_logprobs=first), config.stop)
         return
-    # beam search re-selects rows every step: a copy of the whole cache, so it keeps a batch of its own
-    batch = LockstepBatch(generator.model, prompts, generator.pad_id)
     groups = beam_search(
-        batch, batch.prefill(), combine, 1, beam_size, generator.eos_ids, config.max_new_tokens,
+        batch, batch.prefill() if first is None else first, combine, 1, beam_size, generator.eos_ids, config.max_new_tokens,
         stop_check(generator, config.stop), config.length_penalty,
     )
     yield from with_texts(generator, iter(groups[0][0].answer_steps), config.stop)

@@ -10,6 +10,7 @@ import torch
 from knowledge.types import Hit
 
 from ..answer import Answer, TokenProvenance, chunks_of
+from ..config import AnswerConfig
 from ..conversation import Turn
 from ..generator import Generator
 from ..grounding import pmi
@@ -19,7 +20,7 @@ from ..prompts import build_prompts, chunk_context
 from .base import ModeBase, QuestionSettings, doc_logprior, prior_scores
 from .beam import BeamSettings
 from .grounded import StepEvidence, support_stream, with_support
-from .mixture import stream_grounded
+from .mixture import decoding_batch, stream_grounded
 
 
 class RagTokenMode(ModeBase):
@@ -43,23 +44,24 @@ class RagTokenMode(ModeBase):
         cfg = settings.shared
         contexts = [chunk_context(h, cfg.chunk_chars) for h in hits] + [None]
         prompts = build_prompts(self.generator, question, history, contexts, cfg)
-        if cfg.prior_question_weight > 0:  # the generator reranks: p(z|x) ∝ exp(s/T) · p(x|z)^weight
-            prior = question_likelihood_prior(prior_scores(hits, cfg.prior_score), question_logprobs(
-                self.generator, prompts[:-1], prompts[-1]), cfg.prior_temperature, cfg.prior_question_weight)  # (k,)
-        else:
-            prior = doc_logprior(hits, cfg)  # (k,)
+        scored = question_tokens(prompts) if cfg.prior_question_weight > 0 else 0
         tokens: list[TokenProvenance] = []
-        evidence = self._evidence(prompts, prior, settings)
-        for token in with_support(evidence, support_stream(hits, question, cfg)):
-            tokens.append(token)
-            yield token
+        with decoding_batch(self.generator, prompts, settings.own.beam_size) as batch:
+            first = batch.prefill_scored(scored)  # the question's log-probs come with decoding's own prefill
+            prior = reranked_prior(hits, cfg, first.last_logprobs[:-1].sum(dim=-1))  # (k,)
+            evidence = self._evidence(prompts, prior, settings, prefilled=(batch, first.next_logprobs))
+            for token in with_support(evidence, support_stream(hits, question, cfg)):
+                tokens.append(token)
+                yield token
         posteriors = [torch.tensor(t.posterior) for t in tokens]
         answer_posterior = torch.stack(posteriors).mean(dim=0) if posteriors else prior.exp()  # (k,)
         chunks = chunks_of(hits, prior.exp().tolist(), answer_posterior.tolist())
         yield Answer("".join(t.text for t in tokens), self.name, chunks, tuple(tokens))
 
-    def _evidence(self, prompts: list[list[int]], prior: torch.Tensor, settings: QuestionSettings) -> Iterator[StepEvidence]:
-        for step, text in stream_grounded(self.generator, prompts, prior, settings.shared, settings.own.beam_size):
+    def _evidence(self, prompts: list[list[int]], prior: torch.Tensor, settings: QuestionSettings,
+                  *, prefilled: tuple[object, torch.Tensor] | None = None) -> Iterator[StepEvidence]:
+        for step, text in stream_grounded(self.generator, prompts, prior, settings.shared, settings.own.beam_size,
+                                          prefilled=prefilled):
             rows = torch.tensor(step.row_logprobs)  # (k + 1,): the chunks, then ∅
             docs, null = rows[:-1], rows[-1]  # (k,), ()
             posterior = rag_token_posterior(docs, prior)  # (k,)
@@ -77,12 +79,30 @@ def common_suffix_length(prompts: Sequence[Sequence[int]]) -> int:
     return n
 
 
+def question_tokens(prompts: Sequence[Sequence[int]]) -> int:
+    """How many trailing tokens of the prompts (the chunks', then the closed-book one) score the question,
+    log p(x | z): those every prompt ends with (the question, after the context, and the template's
+    closing tokens), short of a whole prompt (a scored token needs one before it)."""
+    return min(common_suffix_length(prompts), min(map(len, prompts)) - 1)
+
+
+def reranked_prior(hits: Sequence[Hit], cfg: AnswerConfig, question_logprobs: torch.Tensor) -> torch.Tensor:
+    """log p(z|x) ∝ s(z, x) / T + weight · log p(x | z) (``answer.prior_question_weight``; 0: the
+    retrieval prior alone).  question_logprobs: (k,) log p(x | z).  Returns (k,)."""
+    if cfg.prior_question_weight > 0:
+        return question_likelihood_prior(prior_scores(hits, cfg.prior_score), question_logprobs, cfg.prior_temperature,
+                                         cfg.prior_question_weight)  # (k,)
+    return doc_logprior(hits, cfg)  # (k,)
+
+
 def question_logprobs(generator: Generator, chunk_prompts: Sequence[Sequence[int]],
                       null_prompt: Sequence[int]) -> torch.Tensor:
-    """log p(x | z) under the generator for each chunk prompt: teacher-forced log-probability of the
-    tokens every prompt ends with, the closed-book one included (the question, after the context,
-    and the template's closing tokens), given everything before them. One extra prefill of the k
-    prompts (whose keys and values the prefix cache keeps for the decoding prefill). Returns (k,)."""
+    """log p(x | z) under the generator for each chunk prompt by an extra prefill: the reference for
+    the log-probs the mode takes from its decoding prefill (``LockstepBatch.prefill_scored`` of
+    :func:`question_tokens`; tests and bench/rag_token_speed.py compare the two). Teacher-forced
+    log-probability of the tokens every prompt ends with, the closed-book one included, given
+    everything before them; a prefill of the k prompts without them (its keys and values go to the
+    prefix cache, so the decoding prefill then runs only the question), then the question. Returns (k,)."""
     n = common_suffix_length([*chunk_prompts, null_prompt])
     if n == 0 or any(len(p) <= n for p in chunk_prompts):
         return torch.zeros(len(chunk_prompts))
