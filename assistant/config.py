@@ -76,7 +76,7 @@ class AnswerConfig:
     k: int = 5  # retrieved chunks per question
     prior_score: str = "dense"  # score behind p(z|x): "dense" (cosine, as the paper's inner product), "fused", "uniform"
     prior_temperature: float = 0.05  # p(z|x) = softmax(score / temperature) over the top k
-    prior_question_weight: float = 0.5  # rag-token: > 0 reranks the prior by the generator, p(z|x) ∝ exp(score / temperature) · p(question | z)^weight (UPR, Sachan et al. 2022); one extra prefill; 0 = off
+    prior_question_weight: float = 0.5  # rag-token: > 0 reranks the prior by the generator, p(z|x) ∝ exp(score / temperature) · p(question | z)^weight (UPR, Sachan et al. 2022); scored by the decoding prefill itself; 0 = off
     max_new_tokens: int = 64  # answer length limit, in generator tokens
     length_penalty: float = 1.0  # beam search ranks finished hypotheses by logprob / length ** length_penalty
     stop: tuple[str, ...] = ()  # stop strings: the answer ends before the first one
