@@ -89,6 +89,9 @@ class AnswerConfig:
     context_penalty_only: bool = False  # true: the contrast only lowers tokens the documents made less likely than the model's memory (PMI < 0, the contradicted value), and raises none
     context_conflict: float = 0.0  # > 0: contrast only at the steps where a retrieved chunk contradicts the token plain RAG would choose (PMI < −context_conflict nats); 0 = contrast every step
     plausibility: float = 0.0  # β (Li et al. 2023): only tokens with p(y|x,z) >= β · max p(·|x,z) are eligible under chunk z; 0 = all
+    quote_penalty: float = 0.0  # names and numbers (a capital letter or a digit) no retrieved chunk and not the question contains cost this many nats when decoding (greedy), so the answer states the documents' value, not the model's memory; inf = never stated; 0 = off
+    quote_contrast: float = 0.0  # with quote_penalty: α of context-aware decoding applied only inside names and numbers (the year's digits after "19"), among the quotable tokens the mixture finds plausible; 0 = off
+    quote_plausibility: float = 0.1  # β for quote_contrast: a token needs p >= β · p(the mixture's choice)
     support_threshold: float = 1.386  # other words and tokens are "document" when a chunk raised them this many nats above the closed-book model (ln 4)
     support_copy_threshold: float = -1.0  # a content word the chunk contains verbatim is "document" unless the chunk made its phrase this much less likely; names and numbers need it
     modes: ModeTables = field(default_factory=ModeTables)  # the [answer.<mode>] tables
@@ -119,6 +122,12 @@ class AnswerConfig:
         if self.context_contrast == "follow" and self.context_conflict <= 0:
             raise ConfigError('answer.context_contrast = "follow" needs answer.context_conflict > 0 (e.g. 2.0): '
                               "it follows the contradicting chunk only at contradicted steps")
+        if not self.quote_penalty >= 0:  # inf allowed: an unquoted name or number is never chosen
+            raise ConfigError("answer.quote_penalty must be >= 0 nats (0 = off, inf = never state an unquoted name or number)")
+        if not (math.isfinite(self.quote_contrast) and self.quote_contrast >= 0):
+            raise ConfigError("answer.quote_contrast must be >= 0 (0 = off)")
+        if not 0 < self.quote_plausibility <= 1:
+            raise ConfigError("answer.quote_plausibility must be in (0, 1]")
         if not 0 <= self.plausibility < 1:
             raise ConfigError("answer.plausibility must be in [0, 1) (0 = every token eligible)")
         if not (math.isfinite(self.support_threshold) and math.isfinite(self.support_copy_threshold)):

@@ -26,6 +26,13 @@ from .marginals import rag_token_marginalize
 
 # (beams, R, V) log-probs of each row -> (beams, V) log-probs of the beam's next token
 Combine = Callable[[torch.Tensor], torch.Tensor]
+# (the answer's token ids so far, (V,) combined log-probs, (R, V) each row's log-probs) -> the next token
+Choose = Callable[[Sequence[int], torch.Tensor, torch.Tensor], int]
+
+
+def argmax_choice(ids: Sequence[int], scores: torch.Tensor, row_logprobs: torch.Tensor) -> int:
+    """Greedy's own choice: the best-scored token."""
+    return int(scores.argmax())
 
 
 def single_row(row_logprobs: torch.Tensor) -> torch.Tensor:
@@ -132,21 +139,25 @@ class Hypothesis:
 
 def greedy(
     batch: LockstepBatch, combine: Combine, eos_ids: Collection[int], max_new_tokens: int,
-    *, first_logprobs: torch.Tensor | None = None,
+    choose: Choose = argmax_choice, *, first_logprobs: torch.Tensor | None = None,
 ) -> Iterator[TokenStep]:
     """Greedy decoding of one beam spanning every row; yields each token as it is chosen (not EOS).
-    ``first_logprobs`` (rows, V): what ``batch.prefill()`` returned, when the caller ran it.
+    ``choose`` picks the token from the combined scores (the argmax, or a constrained choice such
+    as :func:`assistant.quotes.quoted_argmax`'s). ``first_logprobs`` (rows, V): what
+    ``batch.prefill()`` returned, when the caller ran it.
 
     The next forward pass runs only when the caller asks for the next token, so stopping the
     iteration (stop string found) costs nothing extra.
     """
     rows = batch.rows
     logprobs = batch.prefill() if first_logprobs is None else first_logprobs  # (R, V)
+    ids: list[int] = []
     for i in range(max_new_tokens):
         scores = combine(logprobs.unsqueeze(0))[0]  # (1, R, V) -> (V,)
-        token = int(scores.argmax())
+        token = choose(ids, scores, logprobs)
         if token in eos_ids:
             return
+        ids.append(token)
         yield TokenStep(token, float(scores[token]), tuple(logprobs[:, token].tolist()))
         if i + 1 < max_new_tokens:
             logprobs = batch.step(torch.full((rows,), token, dtype=torch.long))  # (R, V)

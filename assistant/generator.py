@@ -9,6 +9,7 @@ local model dir or ``.gguf`` path works the same way. ``trust_remote_code`` is n
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -86,6 +87,18 @@ class Generator:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    @functools.cached_property
+    def token_pieces(self) -> list[str]:
+        """Each token id's text on its own ("" for special tokens), for constrained decoding."""
+        return [self.tokenizer.decode([i], skip_special_tokens=True) for i in range(len(self.tokenizer))]
+
+    @functools.cached_property
+    def common_words(self) -> Any:
+        """The vocabulary's lowercase word tokens (an :class:`assistant.quotes.CommonWords`)."""
+        from .quotes import CommonWords
+
+        return CommonWords(self.token_pieces)
 
 
 def convert(model: Any, dtype: str) -> Any:

@@ -12,9 +12,10 @@ from knowledge.types import Hit
 from ..answer import Answer, TokenProvenance, chunks_of
 from ..conversation import Turn
 from ..prompts import build_prompts, concat_context
+from ..quotes import Quotable
 from .base import ModeBase, QuestionSettings, doc_logprior
 from .beam import BeamSettings
-from .grounded import StepEvidence, support_stream, with_support
+from .grounded import StepEvidence, quotable_of, support_stream, with_support
 from .mixture import stream_grounded
 
 
@@ -37,14 +38,17 @@ class ConcatMode(ModeBase):
         prior = doc_logprior(hits, cfg)  # (k,)
         prompts = build_prompts(self.generator, question, history, [concat_context(hits, cfg.chunk_chars), None], cfg)
         tokens: list[TokenProvenance] = []
-        for token in with_support(self._evidence(prompts, len(hits), settings), support_stream(hits, question, cfg)):
+        quotable = quotable_of(self.generator, hits, question, cfg)
+        for token in with_support(self._evidence(prompts, len(hits), settings, quotable),
+                                  support_stream(hits, question, cfg)):
             tokens.append(token)
             yield token
         chunks = chunks_of(hits, prior.exp().tolist(), None)
         yield Answer("".join(t.text for t in tokens), self.name, chunks, tuple(tokens))
 
-    def _evidence(self, prompts: list[list[int]], k: int, settings: QuestionSettings) -> Iterator[StepEvidence]:
+    def _evidence(self, prompts: list[list[int]], k: int, settings: QuestionSettings,
+                  quotable: Quotable | None = None) -> Iterator[StepEvidence]:
         for step, text in stream_grounded(self.generator, prompts, torch.zeros(1), settings.shared,
-                                          settings.own.beam_size):
+                                          settings.own.beam_size, quotable):
             context, null = step.row_logprobs  # log p under all chunks, under ∅
             yield StepEvidence(text, math.exp(step.logprob), (), [context - null] * k, math.exp(null))

@@ -10,6 +10,8 @@ from knowledge.types import Hit
 
 from ..answer import TokenProvenance
 from ..config import AnswerConfig
+from ..generator import Generator
+from ..quotes import Quotable
 from ..support import SupportRule, SupportStream, pmi_labeller
 
 
@@ -31,6 +33,14 @@ def support_rule(config: AnswerConfig) -> SupportRule:
 
 def support_stream(hits: Sequence[Hit], question: str, config: AnswerConfig) -> SupportStream:
     return SupportStream(pmi_labeller([h.chunk.text for h in hits], question, support_rule(config)), question)
+
+
+def quotable_of(generator: Generator, hits: Sequence[Hit], question: str, config: AnswerConfig) -> Quotable | None:
+    """The names and numbers an answer may state when ``quote_penalty`` is on: those of the texts the
+    support labels count as quotes (the chunks and the question), so a quoted word is "document"."""
+    if config.quote_penalty <= 0:
+        return None
+    return Quotable([h.chunk.text for h in hits] + [question], generator.common_words)
 
 
 def with_support(evidence: Iterable[StepEvidence], labels: SupportStream) -> Iterator[TokenProvenance]:

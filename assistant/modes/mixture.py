@@ -12,9 +12,10 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from ..config import AnswerConfig
-from ..decoding import Combine, Contrast, TokenStep, beam_search, greedy, grounded_mixture, mixture
+from ..decoding import Choose, Combine, Contrast, TokenStep, argmax_choice, beam_search, greedy, grounded_mixture, mixture
 from ..generator import Generator
 from ..lockstep import LockstepBatch
+from ..quotes import Quotable, quoted_argmax, value_contrast
 from ..text_stream import TokenTexts
 
 
@@ -35,17 +36,20 @@ def stream_mixture(
 
 def stream_grounded(
     generator: Generator, prompts: Sequence[Sequence[int]], doc_logprior: torch.Tensor, config: AnswerConfig,
-    beam_size: int = 1, *, prefilled: tuple[Any, torch.Tensor] | None = None,
+    beam_size: int = 1, quotable: Quotable | None = None, *, prefilled: tuple[Any, torch.Tensor] | None = None,
 ) -> Iterator[tuple[TokenStep, str]]:
     """Like :func:`stream_mixture`, with the null document as the last prompt (k + 1 prompts for a
     (k,) prior): each chunk's distribution is contrasted with it as ``config`` says
     (context-aware decoding), and every step's ``row_logprobs`` ends with log p(y_i|x,∅,y_<i).
     ``prefilled``: (the :func:`decoding_batch` of these prompts, what its prefill returned (k + 1, V)),
-    when the caller ran the prefill (RAG-Token reranks the prior by it); the caller closes the batch."""
+    when the caller ran the prefill (RAG-Token reranks the prior by it); the caller closes the batch.
+    With ``config.quote_penalty`` > 0, greedy decoding states only the names and numbers
+    ``quotable`` admits (the retrieved chunks' and the question's, :mod:`assistant.quotes`)."""
     if len(prompts) != doc_logprior.shape[0] + 1:
         raise ValueError(f"{len(prompts)} prompts for {doc_logprior.shape[0]} prior values: the null prompt comes last")
+    choose = quote_choice(generator, quotable, config) if quotable is not None else argmax_choice
     yield from _decode(generator, prompts, grounded_mixture(doc_logprior, contrast_of(config)), config, beam_size,
-                       prefilled=prefilled)
+                       choose, prefilled=prefilled)
 
 
 def decoding_batch(generator: Generator, prompts: Sequence[Sequence[int]], beam_size: int = 1) -> Any:
@@ -57,6 +61,26 @@ def decoding_batch(generator: Generator, prompts: Sequence[Sequence[int]], beam_
     return LockstepBatch(generator.model, prompts, generator.pad_id)
 
 
+def quote_choice(generator: Generator, quotable: Quotable, config: AnswerConfig) -> Choose:
+    """Greedy's choice with unquoted names and numbers costing ``config.quote_penalty`` nats (0: the
+    argmax), and within names and numbers the contrast with the null document (the last row) of
+    ``config.quote_contrast`` (:func:`assistant.quotes.value_contrast`). Beam search ranks by the
+    scores alone: the constraint is greedy's."""
+    if config.quote_penalty <= 0:
+        return argmax_choice
+    pieces, eos = generator.token_pieces, generator.eos_ids
+
+    def choose(ids: Sequence[int], scores: torch.Tensor, row_logprobs: torch.Tensor) -> int:
+        before = generator.decode(ids)
+        token = quoted_argmax(scores, before, pieces, quotable, config.quote_penalty, eos)
+        if config.quote_contrast <= 0 or token in eos:
+            return token
+        return value_contrast(scores, row_logprobs[-1], token, before, pieces, quotable, config.quote_contrast,
+                              config.quote_plausibility)
+
+    return choose
+
+
 def contrast_of(config: AnswerConfig) -> Contrast:
     return Contrast(config.context_weight, config.context_weight_adaptive, config.plausibility, config.context_contrast,
                     config.context_penalty_only, config.context_conflict)
@@ -64,12 +88,12 @@ def contrast_of(config: AnswerConfig) -> Contrast:
 
 def _decode(
     generator: Generator, prompts: Sequence[Sequence[int]], combine: Combine, config: AnswerConfig, beam_size: int,
-    *, prefilled: tuple[Any, torch.Tensor] | None = None,
+    choose: Choose = argmax_choice, *, prefilled: tuple[Any, torch.Tensor] | None = None,
 ) -> Iterator[tuple[TokenStep, str]]:
     batch, first = prefilled or (decoding_batch(generator, prompts, beam_size), None)
     if beam_size == 1:
         with nullcontext(batch) if prefilled else batch:
-            yield from with_texts(generator, greedy(batch, combine, generator.eos_ids, config.max_new_tokens,
+            yield from with_texts(generator, greedy(batch, combine, generator.eos_ids, config.max_new_tokens, choose,
                                                     first_logprobs=first), config.stop)
         return
     groups = beam_search(

@@ -17,9 +17,10 @@ from ..grounding import pmi
 from ..lockstep import LockstepBatch, score_continuations
 from ..marginals import question_likelihood_prior, rag_token_posterior
 from ..prompts import build_prompts, chunk_context
+from ..quotes import Quotable
 from .base import ModeBase, QuestionSettings, doc_logprior, prior_scores
 from .beam import BeamSettings
-from .grounded import StepEvidence, support_stream, with_support
+from .grounded import StepEvidence, quotable_of, support_stream, with_support
 from .mixture import decoding_batch, stream_grounded
 
 
@@ -49,7 +50,8 @@ class RagTokenMode(ModeBase):
         with decoding_batch(self.generator, prompts, settings.own.beam_size) as batch:
             first = batch.prefill_scored(scored)  # the question's log-probs come with decoding's own prefill
             prior = reranked_prior(hits, cfg, first.last_logprobs[:-1].sum(dim=-1))  # (k,)
-            evidence = self._evidence(prompts, prior, settings, prefilled=(batch, first.next_logprobs))
+            evidence = self._evidence(prompts, prior, settings, quotable_of(self.generator, hits, question, cfg),
+                                      prefilled=(batch, first.next_logprobs))
             for token in with_support(evidence, support_stream(hits, question, cfg)):
                 tokens.append(token)
                 yield token
@@ -59,9 +61,10 @@ class RagTokenMode(ModeBase):
         yield Answer("".join(t.text for t in tokens), self.name, chunks, tuple(tokens))
 
     def _evidence(self, prompts: list[list[int]], prior: torch.Tensor, settings: QuestionSettings,
-                  *, prefilled: tuple[object, torch.Tensor] | None = None) -> Iterator[StepEvidence]:
+                  quotable: Quotable | None = None, *,
+                  prefilled: tuple[object, torch.Tensor] | None = None) -> Iterator[StepEvidence]:
         for step, text in stream_grounded(self.generator, prompts, prior, settings.shared, settings.own.beam_size,
-                                          prefilled=prefilled):
+                                          quotable, prefilled=prefilled):
             rows = torch.tensor(step.row_logprobs)  # (k + 1,): the chunks, then ∅
             docs, null = rows[:-1], rows[-1]  # (k,), ()
             posterior = rag_token_posterior(docs, prior)  # (k,)

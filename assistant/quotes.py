@@ -1,0 +1,175 @@
+"""Quoted names and numbers: while decoding, an answer may state a name or a number (a word with a
+capital letter or a digit) only if a retrieved chunk, the question or the conversation contains it.
+
+This is the support rule of ``assistant.support`` (a name or a number is "document" only when a
+chunk contains it verbatim) turned into a decoding constraint: where the documents contradict
+the generator's memory ("the capital is Yerevan" against its "Baku"), the memorised value is not
+in any chunk, so the answer cannot state it, and the next-best word the documents do contain
+takes its place. Everything else (function words, lowercase words, punctuation) decodes as before.
+
+Words are compared as lowercase runs of letters and digits ("1,874" is the runs "1" and "874"), so
+"Europe" is a prefix of the documents' "European" and passes while it is being written. At the
+start of a sentence a capitalised common word ("Based", "However": the generator's vocabulary
+holds it as a lowercase word) is not taken for a name.
+
+The choice is exact: the token maximising score − penalty · [it states an unquoted name or
+number], searched in widening windows of the best-scored tokens (``quoted_argmax``).
+
+Within a name or a number the documents often hold several candidates (the years of an article
+all begin "19"), and the generator's memory steers between them: after "19" the model that
+remembers 1962 writes "6" and lands on the article's 1960. ``value_contrast`` applies
+context-aware decoding (Shi et al. 2023) only there: among the quotable tokens of a name or
+number that the mixture finds plausible (p ≥ β · p of its choice, Li et al. 2023's constraint),
+the token maximising log p(y|x,Z) + α · (log p(y|x,Z) − log p(y|x,∅)), the one the documents
+raised most above the model's memory. Everywhere else (function words, phrasing) the answer
+decodes as plain RAG, so the contrast cannot break its fluency.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Collection, Iterable, Sequence
+
+import torch
+
+from .support import FUNCTION_WORDS
+
+RUN = re.compile(r"[^\W_]+")  # a run of letters and digits
+SENTENCE_BREAK = frozenset(".!?:;\n")
+WINDOWS = (16, 256, 4096)  # candidate windows; past the last the unconstrained argmax stands
+
+
+def prefixes(words: Iterable[str]) -> frozenset[str]:
+    return frozenset(w[:i] for w in words for i in range(1, len(w) + 1))
+
+
+class CommonWords:
+    """Lowercase words the generator's vocabulary holds as single word tokens (" based", " however"):
+    capitalised at a sentence start they are ordinary words, not names. Built once per generator."""
+
+    def __init__(self, pieces: Sequence[str]) -> None:
+        self.words = frozenset(p[1:] for p in pieces if p[:1] == " " and p[1:].isalpha() and p[1:].islower())
+        self.prefixes = prefixes(self.words)
+
+
+class Quotable:
+    """The words an answer may state as names and numbers: every run of letters and digits in
+    ``texts`` (the retrieved chunks, the question, the conversation), and the function words."""
+
+    def __init__(self, texts: Iterable[str], common: CommonWords | None = None) -> None:
+        self.words = frozenset(r.lower() for t in texts for r in RUN.findall(t)) | FUNCTION_WORDS
+        self.prefixes = prefixes(self.words)
+        self.common = common
+
+    def admits(self, before: str, piece: str, final: bool = False) -> bool:
+        """Whether appending ``piece`` to the answer text ``before`` keeps every name and number it
+        touches quotable: each run it completes is a quotable word, and the run it leaves open is a
+        prefix of one (``final``: the answer ends here, so that run is complete too)."""
+        text = before + piece
+        start = len(before)
+        while start > 0 and _is_run_char(text[start - 1]):  # the run the piece continues
+            start -= 1
+        for m in RUN.finditer(text, start):
+            complete = final or m.end() < len(text)
+            if not self._quotable(m.group(), complete, _sentence_start(text, m.start())):
+                return False
+        return True
+
+    def states_name(self, before: str, piece: str) -> bool:
+        """Whether ``piece`` writes part of a name or a number (a run with a capital letter or a
+        digit that is not a function word)."""
+        text = before + piece
+        start = len(before)
+        while start > 0 and _is_run_char(text[start - 1]):
+            start -= 1
+        for m in RUN.finditer(text, start):
+            if m.end() > len(before) and _is_name(m.group()):
+                return True
+        return False
+
+    def _quotable(self, run: str, complete: bool, sentence_start: bool) -> bool:
+        if not any(c.isdigit() or c.isupper() for c in run):
+            return True  # not a name or a number
+        low = run.lower()
+        if low in (self.words if complete else self.prefixes):
+            return True
+        capitalised = run[:1].isupper() and run[1:] == run[1:].lower() and not any(c.isdigit() for c in run)
+        if sentence_start and capitalised and self.common is not None:
+            return low in (self.common.words if complete else self.common.prefixes)
+        return False
+
+
+def quoted_argmax(scores: torch.Tensor, before: str, pieces: Sequence[str], quotable: Quotable, penalty: float,
+                  eos_ids: Collection[int] = ()) -> int:
+    """argmax_y score(y) − penalty · [y states a name or number ``quotable`` does not admit].
+
+    scores: (V,) the combined log-probs of the next token; before: the answer's text so far;
+    pieces: each token's text; ``penalty`` in nats (inf: never state an unquoted one). If no
+    admitted token is among the best ``WINDOWS[-1]``, the plain argmax.
+    """
+    vocab = scores.shape[-1]
+    for window in WINDOWS:
+        values, ids = scores.topk(min(window, vocab))
+        best, best_score = int(ids[0]), -math.inf
+        for value, token in zip(values.tolist(), ids.tolist()):
+            if value <= best_score:  # sorted: nothing further down can win
+                return best
+            final = token in eos_ids
+            ok = quotable.admits(before, "" if final else _piece(pieces, token), final)
+            score = value if ok else value - penalty
+            if score > best_score:
+                best, best_score = token, score
+        if best_score > -math.inf and (window >= vocab or float(values[-1]) <= best_score):
+            return best
+    return int(scores.argmax())
+
+
+def value_contrast(scores: torch.Tensor, null_logprobs: torch.Tensor, chosen: int, before: str, pieces: Sequence[str],
+                   quotable: Quotable, alpha: float, beta: float = 0.1, window: int = 16) -> int:
+    """Context-aware decoding inside names and numbers (module docstring): if ``chosen`` or the
+    mixture's own best token (which the quote constraint may have refused) writes part of a name or
+    number, the token maximising score + α · (score − log p(y|x,∅)) among ``chosen`` and the quotable
+    name-or-number tokens of the ``window`` best with p ≥ β · p(chosen); else ``chosen``.
+
+    scores: (V,) the mixture's log-probs; null_logprobs: (V,) the null document's (closed-book) row.
+    """
+    if alpha <= 0:
+        return chosen
+    intended = int(scores.argmax())
+    if not (quotable.states_name(before, _piece(pieces, chosen)) or quotable.states_name(before, _piece(pieces, intended))):
+        return chosen
+    floor = float(scores[chosen]) + math.log(beta)
+
+    def contrasted(token: int, value: float) -> float:
+        return value + alpha * (value - float(null_logprobs[token]))
+
+    best, best_score = chosen, contrasted(chosen, float(scores[chosen]))
+    values, ids = scores.topk(min(window, scores.shape[-1]))
+    for value, token in zip(values.tolist(), ids.tolist()):
+        if value < floor:
+            break
+        piece = _piece(pieces, token)
+        if token != chosen and quotable.states_name(before, piece) and quotable.admits(before, piece):
+            score = contrasted(token, value)
+            if score > best_score:
+                best, best_score = token, score
+    return best
+
+
+def _piece(pieces: Sequence[str], token: int) -> str:
+    return pieces[token] if token < len(pieces) else ""
+
+
+def _is_name(run: str) -> bool:
+    return any(c.isdigit() or c.isupper() for c in run) and run.lower() not in FUNCTION_WORDS
+
+
+def _is_run_char(c: str) -> bool:
+    return c.isalnum()
+
+
+def _sentence_start(text: str, index: int) -> bool:
+    """Whether the word at ``index`` starts the answer or a sentence (after . ! ? : ; or a new line)."""
+    before = text[:index].rstrip(" \t\"'“‘(*-#")
+    return not before or before[-1] in SENTENCE_BREAK

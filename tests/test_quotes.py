@@ -1,0 +1,177 @@
+"""Quoted names and numbers (assistant/quotes.py): the word rule by hand, the constrained argmax
+against a brute-force scan of the vocabulary, and the modes' contract on the tiny random LM."""
+
+import math
+import random
+import re
+
+import pytest
+import torch
+
+from assistant.config import AnswerConfig
+from assistant.engine import load_mode
+from assistant.quotes import CommonWords, Quotable, quoted_argmax
+from knowledge.errors import ConfigError
+from tests import tinylm
+
+CHUNK = "The capital of Azerbaijan is Yerevan since 1958. The European Union is far."
+
+
+@pytest.fixture(scope="module")
+def quotable():
+    common = CommonWords([" based", " however", " the", " capital", "Baku", " Bak"])
+    return Quotable([CHUNK, "What is the capital of Azerbaijan?"], common)
+
+
+@pytest.mark.parametrize("before,piece,ok", [
+    ("The capital is", " Y", True),  # a prefix of the chunk's "Yerevan"
+    ("The capital is Y", "ere", True),
+    ("The capital is Yere", "van", True),
+    ("The capital is", " Bak", False),  # the model's "Baku": in no chunk
+    ("The capital is Yerevan", " since", True),  # lowercase words are free
+    ("The capital is Yerevan, home of", " the", True),
+    ("It became so in ", "19", True),
+    ("It became so in 19", "58", True),
+    ("It became so in 19", "62", False),  # 1962: a number the chunk does not hold
+    ("It is in Europe", ",", False),  # "Europe" completed: only "European" is quoted
+    ("It is in Europe", "an", True),
+    ("Azerbaijan", " is", True),  # the question's words count
+    ("Based", " on", True),  # a capitalised common word at a sentence start is not a name
+    ("It is. However", ",", True),
+    ("It is not", " Based", False),  # ... but it is in mid-sentence
+    ("", "Bak", False),  # a sentence start does not excuse a word that is no common word
+    ("The capital is", " the", True),
+])
+def test_admits_by_hand(quotable, before, piece, ok):
+    assert quotable.admits(before, piece) is ok
+
+
+def test_the_end_of_the_answer_completes_the_last_word(quotable):
+    assert quotable.admits("The capital is Yere", "") is True  # it may still grow
+    assert quotable.admits("The capital is Yere", "", final=True) is False
+    assert quotable.admits("The capital is Yerevan", "", final=True) is True
+
+
+def test_words_are_compared_in_any_case(quotable):
+    assert quotable.admits("It is", " YEREVAN,") and quotable.admits("it is", " yerevan")
+
+
+PIECES = ["", " Y", "ere", "van", " Bak", "u", " 19", "58", "62", ".", " is", " the", " Europe", "an", " ,", " 7"]
+
+
+def brute_force(scores, before, pieces, quotable, penalty, eos):
+    best, best_score = None, -math.inf
+    for token, value in enumerate(scores.tolist()):
+        final = token in eos
+        ok = quotable.admits(before, "" if final else pieces[token], final)
+        score = value if ok else value - penalty
+        if score > best_score:
+            best, best_score = token, score
+    return best
+
+
+@pytest.mark.parametrize("penalty", [0.5, 2.0, 8.0, math.inf])
+def test_quoted_argmax_is_the_penalised_argmax_over_the_whole_vocabulary(quotable, penalty):
+    rng = random.Random(0)
+    for trial in range(200):
+        scores = torch.randn(len(PIECES), generator=torch.Generator().manual_seed(trial)) * 3
+        before = rng.choice(["The capital is", "The capital is Yere", "In 19", "It is", "It is in Europe"])
+        got = quoted_argmax(scores, before, PIECES, quotable, penalty, eos_ids={0})
+        assert got == brute_force(scores, before, PIECES, quotable, penalty, {0}), (trial, before)
+
+
+def test_quoted_argmax_beyond_the_first_window(quotable):
+    pieces = [" Bak"] * 3000 + [" Y"]  # every well-scored token is unquoted: the search widens
+    scores = torch.linspace(10, 0, len(pieces))
+    assert quoted_argmax(scores, "The capital is", pieces, quotable, math.inf) == 3000
+    assert quoted_argmax(scores, "The capital is", pieces, quotable, 1.0) == 0  # a soft penalty lets the best win
+    past = [" Bak"] * 5000 + [" Y"]  # none among the best 4096: the model's own choice stands (labelled "model")
+    assert quoted_argmax(torch.linspace(10, 0, len(past)), "The capital is", past, quotable, math.inf) == 0
+
+
+def test_quote_penalty_is_validated():
+    with pytest.raises(ConfigError, match="quote_penalty"):
+        AnswerConfig(quote_penalty=-1.0)
+    assert AnswerConfig(quote_penalty=math.inf).quote_penalty == math.inf
+
+
+# --- the modes' contract on the tiny LM ------------------------------------------------------------
+
+PLAIN = {"context_weight": 0.0, "plausibility": 0.0, "prior_question_weight": 0.0}
+YEARS = ("1815", "1867", "1912")
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return tinylm.make_generator()
+
+
+def answers_with(gen, mode, penalty, facts, question=tinylm.QUESTION, n=12):
+    hits = tinylm.OverlapRetriever(tinylm.make_chunks(facts)).search(question, 3)
+    config = AnswerConfig(k=3, max_new_tokens=n, quote_penalty=penalty, **PLAIN)
+    return load_mode(mode, gen, config).answer(question, [], hits), hits
+
+
+def years_in(text):
+    return set(re.findall(r"\d+", text))
+
+
+@pytest.mark.parametrize("mode", ["rag-token", "concat"])
+def test_penalty_zero_decodes_as_before(gen, mode):
+    facts = [f + " 1867" for f in tinylm.FACTS]
+    plain, _ = answers_with(gen, mode, 0.0, facts)
+    tiny, _ = answers_with(gen, mode, 1e-9, facts)  # on, but too small to change any choice
+    assert [t.text for t in tiny.tokens] == [t.text for t in plain.tokens]
+
+
+@pytest.mark.parametrize("mode", ["rag-token", "concat"])
+def test_an_unquoted_number_is_never_stated(gen, mode):
+    """Over many seeds of the random LM, the answers state years freely without the constraint, and
+    with it only the year the chunks hold."""
+    free, quoted = set(), set()
+    for seed in range(6):
+        g = tinylm.make_generator(seed=seed)
+        free |= years_in(answers_with(g, mode, 0.0, tinylm.FACTS, n=16)[0].text)
+        ans, hits = answers_with(g, mode, math.inf, [f + " 1867" for f in tinylm.FACTS], n=16)
+        quoted |= years_in(ans.text)
+        assert all(t.support is not None for t in ans.tokens)
+    assert free & set(YEARS), "the random LM never stated a year: the test would prove nothing"
+    assert quoted <= {"1867"}
+
+
+# --- the contrast inside names and numbers ----------------------------------------------------------
+
+DIGITS = ["", " The", " is", "5", "6", "7", " 19", " Y", " Bak", " Yere"]
+
+
+def test_value_contrast_picks_the_digit_the_documents_raised(quotable):
+    """After "19" the mixture prefers "6" (the model remembers 1962), the null document much more so:
+    the contrast moves to "5", which the chunk raised; "7" (in no quoted number) never wins."""
+    from assistant.quotes import value_contrast
+
+    mix = torch.log(torch.tensor([1e-9, 0.01, 0.01, 0.3, 0.6, 0.07, 1e-3, 1e-3, 1e-3, 1e-3]))
+    null = torch.log(torch.tensor([1e-9, 0.01, 0.01, 0.01, 0.95, 0.02, 1e-3, 1e-3, 1e-3, 1e-3]))
+    assert value_contrast(mix, null, 4, "In 19", DIGITS, Quotable(["in 1958 and 1960"]), 1.0) == 3
+    # by hand: "6": log .6 + (log .6 − log .95) = −0.97; "5": log .3 + (log .3 − log .01) = 2.20
+    assert value_contrast(mix, null, 4, "In 19", DIGITS, Quotable(["in 1958 and 1960"]), 0.0) == 4  # α = 0: off
+    assert value_contrast(mix, null, 4, "In 19", DIGITS, Quotable(["in 1960"]), 1.0) == 4  # 195.. is not quoted
+    assert value_contrast(mix, null, 4, "In 19", DIGITS, Quotable(["in 1958 and 1960"]), 1.0, beta=0.6) == 4  # implausible
+
+
+def test_value_contrast_leaves_other_words_alone(quotable):
+    from assistant.quotes import value_contrast
+
+    mix = torch.log(torch.tensor([1e-9, 0.5, 0.4, 0.02, 0.02, 0.02, 0.01, 0.01, 0.01, 0.01]))
+    null = torch.log(torch.tensor([1e-9, 0.9, 0.01, 0.02, 0.02, 0.02, 0.01, 0.01, 0.01, 0.01]))
+    assert value_contrast(mix, null, 1, "The capital", DIGITS, quotable, 5.0) == 1  # " The" is no name: plain RAG
+
+
+def test_value_contrast_where_the_constraint_refused_a_name(quotable):
+    """The mixture wants " Bak" (unquoted); the constraint's next best is " The"; the contrast then
+    prefers the quoted name the chunk raised, " Yere", to a function word."""
+    from assistant.quotes import value_contrast
+
+    mix = torch.log(torch.tensor([1e-9, 0.2, 0.01, 0.01, 0.01, 0.01, 0.01, 0.1, 0.6, 0.05]))
+    null = torch.log(torch.tensor([1e-9, 0.2, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.7, 0.001]))
+    assert value_contrast(mix, null, 1, "The capital is", DIGITS, quotable, 1.0) == 9  # " Yere": + α · log 50
+    assert value_contrast(mix, null, 1, "The capital is", DIGITS, quotable, 1.0, window=3) == 7  # " Y" ( + log 10 )
