@@ -92,6 +92,7 @@ class AnswerConfig:
     quote_penalty: float = 0.0  # names and numbers (a capital letter or a digit) no retrieved chunk and not the question contains cost this many nats when decoding (greedy), so the answer states the documents' value, not the model's memory; inf = never stated; 0 = off
     quote_contrast: float = 0.0  # with quote_penalty: α of context-aware decoding applied only inside names and numbers (the year's digits after "19"), among the quotable tokens the mixture finds plausible; 0 = off
     quote_plausibility: float = 0.1  # β for quote_contrast: a token needs p >= β · p(the mixture's choice)
+    quote_conflict: float = 0.0  # quote_contrast acts only where the documents made the mixture's own choice more than this many nats less likely than the model alone
     support_threshold: float = 1.386  # other words and tokens are "document" when a chunk raised them this many nats above the closed-book model (ln 4)
     support_copy_threshold: float = -1.0  # a content word the chunk contains verbatim is "document" unless the chunk made its phrase this much less likely; names and numbers need it
     modes: ModeTables = field(default_factory=ModeTables)  # the [answer.<mode>] tables
@@ -126,6 +127,8 @@ class AnswerConfig:
             raise ConfigError("answer.quote_penalty must be >= 0 nats (0 = off, inf = never state an unquoted name or number)")
         if not (math.isfinite(self.quote_contrast) and self.quote_contrast >= 0):
             raise ConfigError("answer.quote_contrast must be >= 0 (0 = off)")
+        if not (math.isfinite(self.quote_conflict) and self.quote_conflict >= 0):
+            raise ConfigError("answer.quote_conflict must be >= 0 nats")
         if not 0 < self.quote_plausibility <= 1:
             raise ConfigError("answer.quote_plausibility must be in (0, 1]")
         if not 0 <= self.plausibility < 1:

@@ -74,7 +74,9 @@ for _p in (1.0, 2.0, 4.0, 8.0, math.inf):
     VARIANTS[f"quote{_p:g}"] = {**VARIANTS["plain"], "quote_penalty": _p}
     VARIANTS[f"mix1-apc.3-quote{_p:g}"] = {**VARIANTS["mix1-apc.3"], "quote_penalty": _p}
 for _a in (0.5, 1.0, 2.0):
-    VARIANTS[f"quoteinf-vc{_a:g}"] = {**VARIANTS["plain"], "quote_penalty": math.inf, "quote_contrast": _a}
+    for _g in (0.0, 0.5, 1.0, 2.0):
+        VARIANTS[f"quoteinf-vc{_a:g}-g{_g:g}"] = {**VARIANTS["plain"], "quote_penalty": math.inf, "quote_contrast": _a,
+                                                  "quote_conflict": _g}
 # the retrieval prior alone at its old default (T = 0.05, no question likelihood), whatever the defaults are now
 VARIANTS["plain-retrieval"] = {**VARIANTS["plain"], "prior_temperature": 0.05, "prior_question_weight": 0.0}
 VARIANTS["mix1-apc.3-retrieval"] = {**VARIANTS["mix1-apc.3"], "prior_temperature": 0.05, "prior_question_weight": 0.0}

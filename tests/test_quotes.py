@@ -175,3 +175,23 @@ def test_value_contrast_where_the_constraint_refused_a_name(quotable):
     null = torch.log(torch.tensor([1e-9, 0.2, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.7, 0.001]))
     assert value_contrast(mix, null, 1, "The capital is", DIGITS, quotable, 1.0) == 9  # " Yere": + α · log 50
     assert value_contrast(mix, null, 1, "The capital is", DIGITS, quotable, 1.0, window=3) == 7  # " Y" ( + log 10 )
+
+
+def test_a_capital_inside_a_word_only_as_the_texts_write_it():
+    q = Quotable(["Schleiermacher met the iPhone makers in the USA."])
+    assert q.admits("born in Schl", "ei") and not q.admits("born in Schl", "E")
+    assert q.admits("the", " iPh") and not q.admits("the USA", "sI")
+
+
+def test_value_contrast_only_where_the_documents_lowered_the_choice(quotable):
+    """Where the documents agree with the memory (the mixture's "6" at least as likely as alone),
+    the contrast would only favour another year the chunk mentions: it stays off."""
+    from assistant.quotes import value_contrast
+
+    mix = torch.log(torch.tensor([1e-9, 0.01, 0.01, 0.05, 0.9, 0.02, 1e-3, 1e-3, 1e-3, 1e-3]))
+    null = torch.log(torch.tensor([1e-9, 0.01, 0.01, 0.001, 0.9, 0.05, 1e-3, 1e-3, 1e-3, 1e-3]))
+    both = Quotable(["in 1958 and 1960"])
+    assert value_contrast(mix, null, 4, "In 19", DIGITS, both, 1.0, beta=0.05) == 4
+    lowered = torch.log(torch.tensor([1e-9, 0.01, 0.01, 0.001, 0.95, 0.02, 1e-3, 1e-3, 1e-3, 1e-3]))  # alone: "6" more
+    assert value_contrast(mix, lowered, 4, "In 19", DIGITS, both, 1.0, beta=0.05) == 3
+    assert value_contrast(mix, lowered, 4, "In 19", DIGITS, both, 1.0, beta=0.05, conflict=0.5) == 4

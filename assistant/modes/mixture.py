@@ -76,7 +76,7 @@ def quote_choice(generator: Generator, quotable: Quotable, config: AnswerConfig)
         if config.quote_contrast <= 0 or token in eos:
             return token
         return value_contrast(scores, row_logprobs[-1], token, before, pieces, quotable, config.quote_contrast,
-                              config.quote_plausibility)
+                              config.quote_plausibility, config.quote_conflict)
 
     return choose
 
