@@ -30,6 +30,10 @@ Combine = Callable[[torch.Tensor], torch.Tensor]
 Choose = Callable[[Sequence[int], torch.Tensor, torch.Tensor], int]
 
 
+# (a hypothesis' token ids so far, (V,) its next-token scores, n) -> its n best (token, score), best first
+Shortlist = Callable[[Sequence[int], torch.Tensor, int], list[tuple[int, float]]]
+
+
 def argmax_choice(ids: Sequence[int], scores: torch.Tensor, row_logprobs: torch.Tensor) -> int:
     """Greedy's own choice: the best-scored token."""
     return int(scores.argmax())
@@ -181,12 +185,15 @@ def beam_search(
     max_new_tokens: int,
     is_stopped: Callable[[Sequence[int]], bool] = lambda ids: False,
     length_penalty: float = 1.0,
+    shortlist: Shortlist | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search; the batch's rows are split evenly into ``groups`` initial beams.
     ``first_logprobs`` (rows, V) is what ``batch.prefill()`` returned.
 
     Each group keeps ``width`` live beams and is done when it has ``width`` finished hypotheses
-    (or at ``max_new_tokens``). Returns, per group, its finished hypotheses best first (by
+    (or at ``max_new_tokens``). ``shortlist`` (e.g. the quote constraint's
+    :func:`assistant.quotes.quoted_top`) gives each beam's candidate extensions and their scores
+    instead of its plain top tokens. Returns, per group, its finished hypotheses best first (by
     logprob / length ** length_penalty).
     """
     if batch.rows % groups:
@@ -202,7 +209,8 @@ def beam_search(
         live: list[_Beam] = []
         for g in sorted({b.group for b in beams}):
             mine = [j for j, b in enumerate(beams) if b.group == g]
-            candidates = _extensions(beams, mine, row_logprobs, scores, totals, width)
+            candidates = (_extensions(beams, mine, row_logprobs, scores, totals, width) if shortlist is None else
+                          _shortlisted(beams, mine, row_logprobs, scores, width, shortlist))
             next_beams = _sort_out(candidates, finished[g], width, eos_ids, is_stopped)
             if len(finished[g]) < width:
                 live.extend(next_beams)
@@ -235,6 +243,26 @@ def _extensions(
         step = TokenStep(token, float(scores[j, token]), tuple(row_logprobs[j, :, token].tolist()))
         out.append(_Beam(beams[j].group, beams[j].rows, beams[j].steps + (step,), value))
     return out
+
+
+def _shortlisted(
+    beams: list[_Beam],
+    mine: list[int],
+    row_logprobs: torch.Tensor,
+    scores: torch.Tensor,
+    width: int,
+    shortlist: Shortlist,
+) -> list[_Beam]:
+    """A group's 2 * width best one-token extensions among each beam's shortlist, best first; the
+    steps keep the plain scores, the beam's running score adds the shortlist's."""
+    out = []
+    for j in mine:
+        beam = beams[j]
+        for token, value in shortlist([st.token_id for st in beam.steps], scores[j], 2 * width):
+            step = TokenStep(token, float(scores[j, token]), tuple(row_logprobs[j, :, token].tolist()))
+            out.append(_Beam(beam.group, beam.rows, beam.steps + (step,), beam.score + value))
+    out.sort(key=lambda b: -b.score)
+    return out[: 2 * width]
 
 
 def _sort_out(

@@ -114,21 +114,36 @@ def quoted_argmax(scores: torch.Tensor, before: str, pieces: Sequence[str], quot
     pieces: each token's text; ``penalty`` in nats (inf: never state an unquoted one). If no
     admitted token is among the best ``WINDOWS[-1]``, the plain argmax.
     """
+    return quoted_top(scores, before, pieces, quotable, penalty, eos_ids, 1)[0][0]
+
+
+def quoted_top(scores: torch.Tensor, before: str, pieces: Sequence[str], quotable: Quotable, penalty: float,
+               eos_ids: Collection[int] = (), n: int = 1) -> list[tuple[int, float]]:
+    """The ``n`` best tokens by score − penalty · [unquoted name or number], as (token, penalised
+    score), best first (fewer when fewer have a finite score among the best ``WINDOWS[-1]``; the
+    plain top ``n`` when none has). Exact: the candidate window widens until no token below it can
+    enter the list."""
     vocab = scores.shape[-1]
+    n = min(n, vocab)
+    found: list[tuple[float, int]] = []  # (penalised score, token), best first
     for window in WINDOWS:
-        values, ids = scores.topk(min(window, vocab))
-        best, best_score = int(ids[0]), -math.inf
+        values, ids = scores.topk(min(max(window, n), vocab))
+        found = []
         for value, token in zip(values.tolist(), ids.tolist()):
-            if value <= best_score:  # sorted: nothing further down can win
-                return best
+            if len(found) >= n and value <= found[n - 1][0]:  # sorted: nothing further down can enter
+                break
             final = token in eos_ids
             ok = quotable.admits(before, "" if final else _piece(pieces, token), final)
             score = value if ok else value - penalty
-            if score > best_score:
-                best, best_score = token, score
-        if best_score > -math.inf and (window >= vocab or float(values[-1]) <= best_score):
-            return best
-    return int(scores.argmax())
+            if score > -math.inf:
+                found.append((score, token))
+                found.sort(key=lambda f: -f[0])
+        if len(found) >= n and (ids.numel() >= vocab or float(values[-1]) <= found[n - 1][0]):
+            break
+    if not found:
+        values, ids = scores.topk(n)
+        return list(zip(ids.tolist(), values.tolist()))
+    return [(token, score) for score, token in found[:n]]
 
 
 def value_contrast(scores: torch.Tensor, null_logprobs: torch.Tensor, chosen: int, before: str, pieces: Sequence[str],

@@ -4,11 +4,12 @@ against a brute-force scan of the vocabulary, and the modes' contract on the tin
 import math
 import random
 import re
+from dataclasses import replace
 
 import pytest
 import torch
 
-from assistant.config import AnswerConfig
+from assistant.config import AnswerConfig, ModeTables
 from assistant.engine import load_mode
 from assistant.quotes import CommonWords, Quotable, quoted_argmax
 from knowledge.errors import ConfigError
@@ -89,6 +90,20 @@ def test_quoted_argmax_beyond_the_first_window(quotable):
     assert quoted_argmax(torch.linspace(10, 0, len(past)), "The capital is", past, quotable, math.inf) == 0
 
 
+def test_quoted_top_is_the_penalised_top_n(quotable):
+    from assistant.quotes import quoted_top
+
+    for trial in range(100):
+        scores = torch.randn(len(PIECES), generator=torch.Generator().manual_seed(trial)) * 3
+        for penalty in (1.0, math.inf):
+            got = quoted_top(scores, "The capital is", PIECES, quotable, penalty, {0}, 4)
+            want = sorted(((v - (0 if quotable.admits("The capital is", "" if t == 0 else PIECES[t], t == 0) else penalty), t)
+                           for t, v in enumerate(scores.tolist())), reverse=True)
+            want = [(t, v) for v, t in want if v > -math.inf][:4]
+            assert [t for t, _ in got] == [t for t, _ in want]
+            assert [v for _, v in got] == pytest.approx([v for _, v in want])
+
+
 def test_quote_penalty_is_validated():
     with pytest.raises(ConfigError, match="quote_penalty"):
         AnswerConfig(quote_penalty=-1.0)
@@ -106,9 +121,12 @@ def gen():
     return tinylm.make_generator()
 
 
-def answers_with(gen, mode, penalty, facts, question=tinylm.QUESTION, n=12):
+def answers_with(gen, mode, penalty, facts, question=tinylm.QUESTION, n=12, beams=1):
     hits = tinylm.OverlapRetriever(tinylm.make_chunks(facts)).search(question, 3)
     config = AnswerConfig(k=3, max_new_tokens=n, quote_penalty=penalty, **PLAIN)
+    if beams > 1:
+        key = "beams" if mode == "rag-sequence" else "beam_size"
+        config = replace(config, modes=ModeTables({mode: {key: beams}}))
     return load_mode(mode, gen, config).answer(question, [], hits), hits
 
 
@@ -124,15 +142,15 @@ def test_penalty_zero_decodes_as_before(gen, mode):
     assert [t.text for t in tiny.tokens] == [t.text for t in plain.tokens]
 
 
-@pytest.mark.parametrize("mode", ["rag-token", "concat"])
-def test_an_unquoted_number_is_never_stated(gen, mode):
+@pytest.mark.parametrize("mode,beams", [("rag-token", 1), ("concat", 1), ("rag-token", 2), ("rag-sequence", 2)])
+def test_an_unquoted_number_is_never_stated(gen, mode, beams):
     """Over many seeds of the random LM, the answers state years freely without the constraint, and
     with it only the year the chunks hold."""
     free, quoted = set(), set()
     for seed in range(6):
         g = tinylm.make_generator(seed=seed)
-        free |= years_in(answers_with(g, mode, 0.0, tinylm.FACTS, n=16)[0].text)
-        ans, hits = answers_with(g, mode, math.inf, [f + " 1867" for f in tinylm.FACTS], n=16)
+        free |= years_in(answers_with(g, mode, 0.0, tinylm.FACTS, n=16, beams=beams)[0].text)
+        ans, hits = answers_with(g, mode, math.inf, [f + " 1867" for f in tinylm.FACTS], n=16, beams=beams)
         quoted |= years_in(ans.text)
         assert all(t.support is not None for t in ans.tokens)
     assert free & set(YEARS), "the random LM never stated a year: the test would prove nothing"

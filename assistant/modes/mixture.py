@@ -12,10 +12,10 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from ..config import AnswerConfig
-from ..decoding import Choose, Combine, Contrast, TokenStep, argmax_choice, beam_search, greedy, grounded_mixture, mixture
+from ..decoding import Choose, Combine, Contrast, Shortlist, TokenStep, argmax_choice, beam_search, greedy, grounded_mixture, mixture
 from ..generator import Generator
 from ..lockstep import LockstepBatch
-from ..quotes import Quotable, quoted_argmax, value_contrast
+from ..quotes import Quotable, quoted_argmax, quoted_top, value_contrast
 from ..text_stream import TokenTexts
 
 
@@ -49,7 +49,7 @@ def stream_grounded(
         raise ValueError(f"{len(prompts)} prompts for {doc_logprior.shape[0]} prior values: the null prompt comes last")
     choose = quote_choice(generator, quotable, config) if quotable is not None else argmax_choice
     yield from _decode(generator, prompts, grounded_mixture(doc_logprior, contrast_of(config)), config, beam_size,
-                       choose, prefilled=prefilled)
+                       choose, prefilled=prefilled, quotable=quotable)
 
 
 def decoding_batch(generator: Generator, prompts: Sequence[Sequence[int]], beam_size: int = 1) -> Any:
@@ -61,11 +61,23 @@ def decoding_batch(generator: Generator, prompts: Sequence[Sequence[int]], beam_
     return LockstepBatch(generator.model, prompts, generator.pad_id)
 
 
+def quote_shortlist(generator: Generator, quotable: Quotable | None, config: AnswerConfig) -> Shortlist | None:
+    """Beam search's candidates under the quote constraint (``config.quote_penalty`` > 0), else None."""
+    if quotable is None or config.quote_penalty <= 0:
+        return None
+    pieces, eos = generator.token_pieces, generator.eos_ids
+
+    def shortlist(ids: Sequence[int], scores: torch.Tensor, n: int) -> list[tuple[int, float]]:
+        return quoted_top(scores, generator.decode(ids), pieces, quotable, config.quote_penalty, eos, n)
+
+    return shortlist
+
+
 def quote_choice(generator: Generator, quotable: Quotable, config: AnswerConfig) -> Choose:
     """Greedy's choice with unquoted names and numbers costing ``config.quote_penalty`` nats (0: the
     argmax), and within names and numbers the contrast with the null document (the last row) of
-    ``config.quote_contrast`` (:func:`assistant.quotes.value_contrast`). Beam search ranks by the
-    scores alone: the constraint is greedy's."""
+    ``config.quote_contrast`` (:func:`assistant.quotes.value_contrast`). Beam search ranks the
+    shortlists of :func:`quote_shortlist` instead (without the contrast)."""
     if config.quote_penalty <= 0:
         return argmax_choice
     pieces, eos = generator.token_pieces, generator.eos_ids
@@ -89,6 +101,7 @@ def contrast_of(config: AnswerConfig) -> Contrast:
 def _decode(
     generator: Generator, prompts: Sequence[Sequence[int]], combine: Combine, config: AnswerConfig, beam_size: int,
     choose: Choose = argmax_choice, *, prefilled: tuple[Any, torch.Tensor] | None = None,
+    quotable: Quotable | None = None,
 ) -> Iterator[tuple[TokenStep, str]]:
     batch, first = prefilled or (decoding_batch(generator, prompts, beam_size), None)
     if beam_size == 1:
@@ -98,7 +111,7 @@ def _decode(
         return
     groups = beam_search(
         batch, batch.prefill() if first is None else first, combine, 1, beam_size, generator.eos_ids, config.max_new_tokens,
-        stop_check(generator, config.stop), config.length_penalty,
+        stop_check(generator, config.stop), config.length_penalty, quote_shortlist(generator, quotable, config),
     )
     yield from with_texts(generator, iter(groups[0][0].answer_steps), config.stop)
 
