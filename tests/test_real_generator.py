@@ -58,3 +58,31 @@ def test_chunks_seen_before_give_the_same_answer_from_the_prefix_cache():
     for a, b in zip(got.tokens, want.tokens, strict=True):
         assert a.posterior == pytest.approx(b.posterior, abs=0.02)
         assert a.support.label == b.support.label
+
+
+EINSTEIN = [  # the documents contradict what the model learned: it remembers 1879
+    "Albert Einstein was a German-born theoretical physicist. Born in Ulm in 1876, he developed the theory of relativity "
+    "and received the Nobel Prize in Physics.",
+    "Einstein moved to Switzerland, studied in Zurich and worked at the patent office in Bern, where he wrote his papers "
+    "on the photoelectric effect.",
+    "In 1933 Einstein emigrated to the United States and joined the Institute for Advanced Study in Princeton, where he "
+    "died in 1955.",
+]
+
+
+def test_quoted_numbers_follow_the_documents_where_they_contradict_the_model(generator):
+    """Plain RAG-Token states the model's own year, 1879, which no chunk holds (and the support
+    labels flag it); with answer.quote_penalty the answer states the documents' 1876, labelled
+    "document" with the chunk that says it."""
+    import math
+
+    retriever = tinylm.OverlapRetriever(tinylm.make_chunks(EINSTEIN))
+    question = "In what year was Albert Einstein born?"
+    plain = DialogueEngine(retriever, generator, AnswerConfig(k=3, max_new_tokens=24, quote_penalty=0.0)).ask(question)
+    assert "1879" in plain.text  # the model's memory wins without the constraint ...
+    assert all(t.support.label == "model" for t in plain.tokens if t.text.strip() and t.text.strip() in "1879")
+    quoted = DialogueEngine(retriever, generator, AnswerConfig(k=3, max_new_tokens=24, quote_penalty=math.inf)).ask(question)
+    assert "1876" in quoted.text and "1879" not in quoted.text  # ... and the documents' value with it
+    digits = [t for t in quoted.tokens if t.text.strip() and t.text.strip() in "1876"]
+    sources = [c.source for c in quoted.chunks]
+    assert digits and all(t.support.label == "document" and sources[t.support.chunk] == "doc0.md" for t in digits)
