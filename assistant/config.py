@@ -89,7 +89,7 @@ class AnswerConfig:
     context_penalty_only: bool = False  # true: the contrast only lowers tokens the documents made less likely than the model's memory (PMI < 0, the contradicted value), and raises none
     context_conflict: float = 0.0  # > 0: contrast only at the steps where a retrieved chunk contradicts the token plain RAG would choose (PMI < −context_conflict nats); 0 = contrast every step
     plausibility: float = 0.0  # β (Li et al. 2023): only tokens with p(y|x,z) >= β · max p(·|x,z) are eligible under chunk z; 0 = all
-    quote_penalty: float = 0.0  # names and numbers (a capital letter or a digit) no retrieved chunk and not the question contains cost this many nats when decoding (greedy), so the answer states the documents' value, not the model's memory; inf = never stated; 0 = off
+    quote_penalty: float = math.inf  # names and numbers (a capital letter or a digit) that no retrieved chunk and not the question contains cost this many nats when decoding, so the answer states the documents' value, not the model's memory (docs/grounding.md); inf = never stated; 0 = off
     quote_contrast: float = 0.0  # with quote_penalty: α of context-aware decoding applied only inside names and numbers (the year's digits after "19"), among the quotable tokens the mixture finds plausible; 0 = off
     quote_plausibility: float = 0.1  # β for quote_contrast: a token needs p >= β · p(the mixture's choice)
     quote_conflict: float = 0.0  # quote_contrast acts only where the documents made the mixture's own choice more than this many nats less likely than the model alone

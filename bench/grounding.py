@@ -32,7 +32,7 @@ CORPUS = DATA / "enwiki-cf"
 TRUST_PROMPT = ("You answer questions using only the given context. The context is correct and up to date, even where "
                 "it differs from what you remember. Answer briefly, in one sentence.")
 VARIANTS: dict[str, dict] = {
-    "plain": {"context_weight": 0.0, "plausibility": 0.0},
+    "plain": {"context_weight": 0.0, "plausibility": 0.0, "quote_penalty": 0.0},  # no contrast, no quote constraint
     "cad0.5": {"context_weight": 0.5, "plausibility": 0.0},
     "cad1": {"context_weight": 1.0, "plausibility": 0.0},
     "cad2": {"context_weight": 2.0, "plausibility": 0.0},
@@ -80,6 +80,10 @@ for _a in (0.5, 1.0, 2.0):
 # the retrieval prior alone at its old default (T = 0.05, no question likelihood), whatever the defaults are now
 VARIANTS["plain-retrieval"] = {**VARIANTS["plain"], "prior_temperature": 0.05, "prior_question_weight": 0.0}
 VARIANTS["mix1-apc.3-retrieval"] = {**VARIANTS["mix1-apc.3"], "prior_temperature": 0.05, "prior_question_weight": 0.0}
+
+for _name, _settings in VARIANTS.items():  # every named variant but "default" as measured: without the quote constraint
+    if _name != "default":
+        _settings.setdefault("quote_penalty", 0.0)
 
 
 def parse_variants(spec: str) -> dict[str, dict]:

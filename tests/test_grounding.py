@@ -47,7 +47,8 @@ def hits():
     return tinylm.OverlapRetriever(tinylm.make_chunks(tinylm.FACTS)).search(QUESTION, 3)
 
 
-PLAIN = {"context_weight": 0.0, "plausibility": 0.0, "context_contrast": "chunk", "prior_question_weight": 0.0}  # the papers' math: no contrast with the null document, the retrieval prior
+PLAIN = {"context_weight": 0.0, "plausibility": 0.0, "context_contrast": "chunk", "prior_question_weight": 0.0,
+         "quote_penalty": 0.0}  # the papers' math: no contrast with the null document, the retrieval prior, no quote constraint
 
 
 def cfg(**kw):
