@@ -38,12 +38,17 @@ import torch
 from .support import FUNCTION_WORDS
 
 RUN = re.compile(r"[^\W_]+")  # a run of letters and digits
-SENTENCE_BREAK = frozenset(".!?:;\n")
-WINDOWS = (16, 256, 4096)  # candidate windows; past the last the unconstrained argmax stands
 
 
 def prefixes(words: Iterable[str]) -> frozenset[str]:
     return frozenset(w[:i] for w in words for i in range(1, len(w) + 1))
+
+
+SENTENCE_BREAK = frozenset(".!?:;\n")
+FUNCTION_PREFIXES = prefixes(FUNCTION_WORDS)
+WINDOWS = (16, 256, 4096)  # candidate windows; past the last the unconstrained argmax stands
+
+
 
 
 class CommonWords:
@@ -57,11 +62,12 @@ class CommonWords:
 
 class Quotable:
     """The words an answer may state as names and numbers: every run of letters and digits in
-    ``texts`` (the retrieved chunks, the question, the conversation), and the function words."""
+    ``texts`` (the retrieved chunks, the question), in any case; and the function words, in
+    lowercase, as "I", or capitalised at a sentence start ("The"; not "BEFORE" or "Her" inside one)."""
 
     def __init__(self, texts: Iterable[str], common: CommonWords | None = None) -> None:
         runs = [r for t in texts for r in RUN.findall(t)]
-        self.words = frozenset(r.lower() for r in runs) | FUNCTION_WORDS
+        self.words = frozenset(r.lower() for r in runs)
         self.prefixes = prefixes(self.words)
         self.cased_prefixes = prefixes(r for r in runs if _case_turns(r))  # "iPhone", "McDonald": as written
         self.common = common
@@ -98,12 +104,14 @@ class Quotable:
         if _case_turns(run):  # "SchlEier", "USAsI": a capital inside a word only as the texts write it
             return run in self.cased_prefixes
         low = run.lower()
-        if low in (self.words if complete else self.prefixes):
+        if low in (self.words if complete else self.prefixes) or run == "I":
             return True
         capitalised = run[:1].isupper() and run[1:] == run[1:].lower() and not any(c.isdigit() for c in run)
-        if sentence_start and capitalised and self.common is not None:
-            return low in (self.common.words if complete else self.common.prefixes)
-        return False
+        if not (sentence_start and capitalised):
+            return False
+        if low in (FUNCTION_WORDS if complete else FUNCTION_PREFIXES):
+            return True
+        return self.common is not None and low in (self.common.words if complete else self.common.prefixes)
 
 
 def quoted_argmax(scores: torch.Tensor, before: str, pieces: Sequence[str], quotable: Quotable, penalty: float,

@@ -42,6 +42,10 @@ def quotable():
     ("It is not", " Based", False),  # ... but it is in mid-sentence
     ("", "Bak", False),  # a sentence start does not excuse a word that is no common word
     ("The capital is", " the", True),
+    ("It was fought at the Battle of", " BEFORE", False),  # a function word in capitals inside a sentence
+    ("The capital is", " Her", False),
+    ("So", " I", True),
+    ("Yes. The", " capital", True),
 ])
 def test_admits_by_hand(quotable, before, piece, ok):
     assert quotable.admits(before, piece) is ok
