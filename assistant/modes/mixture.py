@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from ..config import AnswerConfig
-from ..decoding import Choose, Combine, Contrast, Shortlist, TokenStep, argmax_choice, beam_search, greedy, grounded_mixture, mixture
+from ..decoding import (Choose, Combine, Contrast, Shortlist, TokenStep, argmax_choice, beam_search, greedy,
+                        grounded_mixture, mixture)
 from ..generator import Generator
 from ..lockstep import LockstepBatch
 from ..quotes import Quotable, quoted_argmax, quoted_top, value_contrast
@@ -47,9 +48,8 @@ def stream_grounded(
     ``quotable`` admits (the retrieved chunks' and the question's, :mod:`assistant.quotes`)."""
     if len(prompts) != doc_logprior.shape[0] + 1:
         raise ValueError(f"{len(prompts)} prompts for {doc_logprior.shape[0]} prior values: the null prompt comes last")
-    choose = quote_choice(generator, quotable, config) if quotable is not None else argmax_choice
     yield from _decode(generator, prompts, grounded_mixture(doc_logprior, contrast_of(config)), config, beam_size,
-                       choose, prefilled=prefilled, quotable=quotable)
+                       prefilled=prefilled, quotable=quotable)
 
 
 def decoding_batch(generator: Generator, prompts: Sequence[Sequence[int]], beam_size: int = 1) -> Any:
@@ -100,11 +100,12 @@ def contrast_of(config: AnswerConfig) -> Contrast:
 
 def _decode(
     generator: Generator, prompts: Sequence[Sequence[int]], combine: Combine, config: AnswerConfig, beam_size: int,
-    choose: Choose = argmax_choice, *, prefilled: tuple[Any, torch.Tensor] | None = None,
-    quotable: Quotable | None = None,
+    *, prefilled: tuple[Any, torch.Tensor] | None = None, quotable: Quotable | None = None,
 ) -> Iterator[tuple[TokenStep, str]]:
+    """``quotable``: the names and numbers the answer may state (``config.quote_penalty``), or None."""
     batch, first = prefilled or (decoding_batch(generator, prompts, beam_size), None)
     if beam_size == 1:
+        choose = quote_choice(generator, quotable, config) if quotable is not None else argmax_choice
         with nullcontext(batch) if prefilled else batch:
             yield from with_texts(generator, greedy(batch, combine, generator.eos_ids, config.max_new_tokens, choose,
                                                     first_logprobs=first), config.stop)
