@@ -38,17 +38,16 @@ import torch
 from .support import FUNCTION_WORDS
 
 RUN = re.compile(r"[^\W_]+")  # a run of letters and digits
-
-
-def prefixes(words: Iterable[str]) -> frozenset[str]:
-    return frozenset(w[:i] for w in words for i in range(1, len(w) + 1))
-
-
 SENTENCE_BREAK = frozenset(".!?:;\n")
-FUNCTION_PREFIXES = prefixes(FUNCTION_WORDS)
 WINDOWS = (16, 256, 4096)  # candidate windows; past the last the unconstrained argmax stands
 
 
+def prefixes(words: Iterable[str]) -> frozenset[str]:
+    """Every non-empty prefix of every word."""
+    return frozenset(w[:i] for w in words for i in range(1, len(w) + 1))
+
+
+FUNCTION_PREFIXES = prefixes(FUNCTION_WORDS)
 
 
 class CommonWords:
