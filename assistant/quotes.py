@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Collection, Iterable, Sequence
+from typing import Collection, Iterable, Iterator, Sequence
 
 import torch
 
@@ -76,10 +76,7 @@ class Quotable:
         touches quotable: each run it completes is a quotable word, and the run it leaves open is a
         prefix of one (``final``: the answer ends here, so that run is complete too)."""
         text = before + piece
-        start = len(before)
-        while start > 0 and _is_run_char(text[start - 1]):  # the run the piece continues
-            start -= 1
-        for m in RUN.finditer(text, start):
+        for m in _touched_runs(text, len(before)):
             complete = final or m.end() < len(text)
             if not self._quotable(m.group(), complete, _sentence_start(text, m.start())):
                 return False
@@ -89,10 +86,7 @@ class Quotable:
         """Whether ``piece`` writes part of a name or a number (a run with a capital letter or a
         digit that is not a function word)."""
         text = before + piece
-        start = len(before)
-        while start > 0 and _is_run_char(text[start - 1]):
-            start -= 1
-        for m in RUN.finditer(text, start):
+        for m in _touched_runs(text, len(before)):
             if m.end() > len(before) and _is_name(m.group()):
                 return True
         return False
@@ -202,8 +196,11 @@ def _case_turns(run: str) -> bool:
     return any(a.islower() and b.isupper() for a, b in zip(run, run[1:]))
 
 
-def _is_run_char(c: str) -> bool:
-    return c.isalnum()
+def _touched_runs(text: str, start: int) -> Iterator[re.Match[str]]:
+    """The runs of ``text`` from ``start`` on, the first one from its beginning if ``start`` falls inside it."""
+    while start > 0 and text[start - 1].isalnum():
+        start -= 1
+    return RUN.finditer(text, start)
 
 
 def _sentence_start(text: str, index: int) -> bool:
