@@ -126,9 +126,13 @@ def screenshot(driver, name: str, full_page: bool = False) -> Path:
 
 
 def wait(driver, condition, timeout: float = 60):
+    """Poll ``condition`` until it holds; an element the page re-rendered between finding and reading
+    it (stale) only means: look again at the next poll."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
+    return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def css(driver, selector: str):
