@@ -90,6 +90,8 @@ class AnswerConfig:
     context_conflict: float = 0.0  # > 0: contrast only at the steps where a retrieved chunk contradicts the token plain RAG would choose (PMI < −context_conflict nats); 0 = contrast every step
     plausibility: float = 0.0  # β (Li et al. 2023): only tokens with p(y|x,z) >= β · max p(·|x,z) are eligible under chunk z; 0 = all
     quote_penalty: float = math.inf  # names and numbers (a capital letter or a digit) that no retrieved chunk and not the question contains cost this many nats when decoding, so the answer states the documents' value, not the model's memory (docs/grounding.md); inf = never stated; 0 = off
+    quote_focus_penalty: float = 0.0  # with quote_penalty: names and numbers of the chunks that are not in the sentences the question points to (assistant/focus.py) cost this many nats, so that the answer states the value of the sentence about what was asked; 0 = off
+    quote_focus_ratio: float = 0.8  # those sentences: every one scoring at least this share of the best-matching sentence
     quote_contrast: float = 0.0  # with quote_penalty: α of context-aware decoding applied only inside names and numbers (the year's digits after "19"), among the quotable tokens the mixture finds plausible; 0 = off
     quote_plausibility: float = 0.1  # β for quote_contrast: a token needs p >= β · p(the mixture's choice)
     quote_conflict: float = 0.0  # quote_contrast acts only where the documents made the mixture's own choice more than this many nats less likely than the model alone
@@ -125,6 +127,10 @@ class AnswerConfig:
                               "it follows the contradicting chunk only at contradicted steps")
         if not self.quote_penalty >= 0:  # inf allowed: an unquoted name or number is never chosen
             raise ConfigError("answer.quote_penalty must be >= 0 nats (0 = off, inf = never state an unquoted name or number)")
+        if not (math.isfinite(self.quote_focus_penalty) and self.quote_focus_penalty >= 0):
+            raise ConfigError("answer.quote_focus_penalty must be >= 0 nats (0 = off)")
+        if not 0 < self.quote_focus_ratio <= 1:
+            raise ConfigError("answer.quote_focus_ratio must be in (0, 1] (1 = only the best-matching sentences)")
         if not (math.isfinite(self.quote_contrast) and self.quote_contrast >= 0):
             raise ConfigError("answer.quote_contrast must be >= 0 (0 = off)")
         if not (math.isfinite(self.quote_conflict) and self.quote_conflict >= 0):

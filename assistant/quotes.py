@@ -64,12 +64,19 @@ class Quotable:
     ``texts`` (the retrieved chunks, the question), in any case; and the function words, in
     lowercase, as "I", or capitalised at a sentence start ("The"; not "BEFORE" or "Her" inside one)."""
 
-    def __init__(self, texts: Iterable[str], common: CommonWords | None = None) -> None:
+    def __init__(self, texts: Iterable[str], common: CommonWords | None = None, focus: Quotable | None = None) -> None:
         runs = [r for t in texts for r in RUN.findall(t)]
         self.words = frozenset(r.lower() for r in runs)
         self.prefixes = prefixes(self.words)
         self.cased_prefixes = prefixes(r for r in runs if _case_turns(r))  # "iPhone", "McDonald": as written
         self.common = common
+        self.focus = focus  # the preferred tier: the sentences the question points to (assistant.focus)
+
+    def tier(self, before: str, piece: str, final: bool = False) -> int:
+        """0: ``focus`` admits the piece (or there is no focus); 1: only these texts do; 2: they do not."""
+        if not self.admits(before, piece, final):
+            return 2
+        return 0 if self.focus is None or self.focus.admits(before, piece, final) else 1
 
     def admits(self, before: str, piece: str, final: bool = False) -> bool:
         """Whether appending ``piece`` to the answer text ``before`` keeps every name and number it
@@ -108,22 +115,24 @@ class Quotable:
 
 
 def quoted_argmax(scores: torch.Tensor, before: str, pieces: Sequence[str], quotable: Quotable, penalty: float,
-                  eos_ids: Collection[int] = ()) -> int:
-    """argmax_y score(y) − penalty · [y states a name or number ``quotable`` does not admit].
+                  eos_ids: Collection[int] = (), focus_penalty: float = 0.0) -> int:
+    """argmax_y score(y) − penalty · [y states a name or number ``quotable`` does not admit]
+    − focus_penalty · [it admits y, but not its focus].
 
     scores: (V,) the combined log-probs of the next token; before: the answer's text so far;
     pieces: each token's text; ``penalty`` in nats (inf: never state an unquoted one). If no
     admitted token is among the best ``WINDOWS[-1]``, the plain argmax.
     """
-    return quoted_top(scores, before, pieces, quotable, penalty, eos_ids, 1)[0][0]
+    return quoted_top(scores, before, pieces, quotable, penalty, eos_ids, 1, focus_penalty)[0][0]
 
 
 def quoted_top(scores: torch.Tensor, before: str, pieces: Sequence[str], quotable: Quotable, penalty: float,
-               eos_ids: Collection[int] = (), n: int = 1) -> list[tuple[int, float]]:
-    """The ``n`` best tokens by score − penalty · [unquoted name or number], as (token, penalised
-    score), best first (fewer when fewer have a finite score among the best ``WINDOWS[-1]``; the
-    plain top ``n`` when none has). Exact: the candidate window widens until no token below it can
-    enter the list."""
+               eos_ids: Collection[int] = (), n: int = 1, focus_penalty: float = 0.0) -> list[tuple[int, float]]:
+    """The ``n`` best tokens by score − penalty · [unquoted name or number] − focus_penalty ·
+    [quoted, but not from the focus], as (token, penalised score), best first (fewer when fewer
+    have a finite score among the best ``WINDOWS[-1]``; the plain top ``n`` when none has). Exact:
+    the candidate window widens until no token below it can enter the list."""
+    costs = (0.0, focus_penalty, penalty)  # by Quotable.tier
     vocab = scores.shape[-1]
     n = min(n, vocab)
     found: list[tuple[float, int]] = []  # (penalised score, token), best first
@@ -134,8 +143,7 @@ def quoted_top(scores: torch.Tensor, before: str, pieces: Sequence[str], quotabl
             if len(found) >= n and value <= found[n - 1][0]:  # sorted: nothing further down can enter
                 break
             final = token in eos_ids
-            ok = quotable.admits(before, "" if final else _piece(pieces, token), final)
-            score = value if ok else value - penalty
+            score = value - costs[quotable.tier(before, "" if final else _piece(pieces, token), final)]
             if score > -math.inf:
                 found.append((score, token))
                 found.sort(key=lambda f: -f[0])

@@ -10,6 +10,7 @@ from knowledge.types import Hit
 
 from ..answer import TokenProvenance
 from ..config import AnswerConfig
+from ..focus import focus_sentences
 from ..generator import Generator
 from ..quotes import Quotable
 from ..support import SupportRule, SupportStream, pmi_labeller
@@ -37,10 +38,15 @@ def support_stream(hits: Sequence[Hit], question: str, config: AnswerConfig) -> 
 
 def quotable_of(generator: Generator, hits: Sequence[Hit], question: str, config: AnswerConfig) -> Quotable | None:
     """The names and numbers an answer may state when ``quote_penalty`` is on: those of the texts the
-    support labels count as quotes (the chunks and the question), so a quoted word is "document"."""
+    support labels count as quotes (the chunks and the question), so a quoted word is "document";
+    with ``quote_focus_penalty``, the sentences the question points to and the question as its focus."""
     if config.quote_penalty <= 0:
         return None
-    return Quotable([h.chunk.text for h in hits] + [question], generator.common_words)
+    texts = [h.chunk.text for h in hits]
+    focus = None
+    if config.quote_focus_penalty > 0:
+        focus = Quotable(focus_sentences(question, texts, config.quote_focus_ratio) + [question], generator.common_words)
+    return Quotable(texts + [question], generator.common_words, focus)
 
 
 def with_support(evidence: Iterable[StepEvidence], labels: SupportStream) -> Iterator[TokenProvenance]:

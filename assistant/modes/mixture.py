@@ -68,7 +68,8 @@ def quote_shortlist(generator: Generator, quotable: Quotable | None, config: Ans
     pieces, eos = generator.token_pieces, generator.eos_ids
 
     def shortlist(ids: Sequence[int], scores: torch.Tensor, n: int) -> list[tuple[int, float]]:
-        return quoted_top(scores, generator.decode(ids), pieces, quotable, config.quote_penalty, eos, n)
+        return quoted_top(scores, generator.decode(ids), pieces, quotable, config.quote_penalty, eos, n,
+                          config.quote_focus_penalty)
 
     return shortlist
 
@@ -84,7 +85,7 @@ def quote_choice(generator: Generator, quotable: Quotable, config: AnswerConfig)
 
     def choose(ids: Sequence[int], scores: torch.Tensor, row_logprobs: torch.Tensor) -> int:
         before = generator.decode(ids)
-        token = quoted_argmax(scores, before, pieces, quotable, config.quote_penalty, eos)
+        token = quoted_argmax(scores, before, pieces, quotable, config.quote_penalty, eos, config.quote_focus_penalty)
         if config.quote_contrast <= 0 or token in eos:
             return token
         return value_contrast(scores, row_logprobs[-1], token, before, pieces, quotable, config.quote_contrast,
