@@ -28,7 +28,8 @@ from .support import FUNCTION_WORDS
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“‘'(\[])|\n+")
 SHORT_WORD = 5  # words up to this long match only as a whole prefix of the other
 STEM_SLACK = 3  # longer words match when they agree on all but their last 3 letters (and on 5 at least)
-QUESTION_WORDS = frozenset("what which who whom whose when where why how name named called".split())
+# what a question asks for, rarely in the sentence that answers it ("In what year was ..." / "... was born in 1876")
+QUESTION_WORDS = frozenset("what which who whom whose when where why how name named called year date".split())
 
 
 def sentences(text: str) -> list[str]:
@@ -46,9 +47,11 @@ def content_words(text: str) -> list[str]:
 
 
 def stems_match(a: str, b: str) -> bool:
-    """Whether two words share a stem: the shorter (3 letters at least) is a prefix of the other
+    """Whether two words share a stem: they are equal, or the shorter (3 letters at least) is a prefix of the other
     ("die" ~ "died"), or, longer than ``SHORT_WORD``, agrees with it on all but its last
     ``STEM_SLACK`` letters ("assassinated" ~ "assassination")."""
+    if a == b:
+        return True  # "8" of "Apollo 8"
     short, long = (a, b) if len(a) <= len(b) else (b, a)
     if len(short) < 3:
         return False

@@ -79,9 +79,9 @@ for _a in (0.5, 1.0, 2.0):
                                                   "quote_conflict": _g}
 # the focus tier (assistant/focus.py): quoted names and numbers outside the sentences the question points to cost p nats
 for _p in (1.0, 2.0, 4.0, 8.0):
-    VARIANTS[f"focus{_p:g}"] = {"quote_focus_penalty": _p}
+    VARIANTS[f"focus{_p:g}"] = {"quote_penalty": math.inf, "quote_focus_penalty": _p}
     for _r in (0.6, 1.0):
-        VARIANTS[f"focus{_p:g}-r{_r:g}"] = {"quote_focus_penalty": _p, "quote_focus_ratio": _r}
+        VARIANTS[f"focus{_p:g}-r{_r:g}"] = {"quote_penalty": math.inf, "quote_focus_penalty": _p, "quote_focus_ratio": _r}
 # the retrieval prior alone at its old default (T = 0.05, no question likelihood), whatever the defaults are now
 VARIANTS["plain-retrieval"] = {**VARIANTS["plain"], "prior_temperature": 0.05, "prior_question_weight": 0.0}
 VARIANTS["mix1-apc.3-retrieval"] = {**VARIANTS["mix1-apc.3"], "prior_temperature": 0.05, "prior_question_weight": 0.0}
