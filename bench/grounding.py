@@ -82,6 +82,7 @@ for _p in (1.0, 2.0, 4.0, 8.0):
     VARIANTS[f"focus{_p:g}"] = {"quote_penalty": math.inf, "quote_focus_penalty": _p}
     for _r in (0.6, 1.0):
         VARIANTS[f"focus{_p:g}-r{_r:g}"] = {"quote_penalty": math.inf, "quote_focus_penalty": _p, "quote_focus_ratio": _r}
+VARIANTS["nofocus"] = {"quote_penalty": math.inf, "quote_focus_penalty": 0.0}  # the default before the focus tier
 # the retrieval prior alone at its old default (T = 0.05, no question likelihood), whatever the defaults are now
 VARIANTS["plain-retrieval"] = {**VARIANTS["plain"], "prior_temperature": 0.05, "prior_question_weight": 0.0}
 VARIANTS["mix1-apc.3-retrieval"] = {**VARIANTS["mix1-apc.3"], "prior_temperature": 0.05, "prior_question_weight": 0.0}

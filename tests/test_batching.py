@@ -61,7 +61,9 @@ def assert_same(got, ref):
     assert len(got) == len(ref)
     for j, (a, b) in enumerate(zip(got, ref)):
         assert a.shape == b.shape, j
-        assert torch.allclose(a, b, atol=1e-4), (j, float((a - b).abs().max()))
+        # fp32 sums over other batch shapes differ by a few 1e-4 on log-probs near -20 (AVX-512 kernels); a wrong
+        # row or cache would differ by whole nats
+        assert torch.allclose(a, b, atol=1e-3), (j, float((a - b).abs().max()))
 
 
 def run_threads(targets):
@@ -278,7 +280,7 @@ def test_the_server_answers_concurrent_questions_as_it_answers_them_one_by_one(t
         for a, b in zip(got[q].tokens, want[q].tokens):
             assert a.text == b.text
             assert (a.support.label, a.support.chunk) == (b.support.label, b.support.chunk)
-            assert a.support.pmi == pytest.approx(b.support.pmi, abs=1e-4)
+            assert a.support.pmi == pytest.approx(b.support.pmi, abs=1e-3)  # fp32 sums in other batch shapes (see assert_same)
             assert a.posterior == pytest.approx(b.posterior, abs=1e-4)
     for service in (alone, together):
         service.kb.close()
