@@ -57,7 +57,7 @@ def main() -> None:
     finally:
         kb.close()
     on = AnswerConfig(k=5)
-    arms = {"off (quote_penalty = 0)": replace(on, quote_penalty=0.0), f"on (quote_penalty = {on.quote_penalty:g})": on}
+    arms = {"off (quote_penalty = 0)": replace(on, quote_penalty=0.0), f"on (quote_penalty = {on.quote_penalty:g}, quote_focus_penalty = {on.quote_focus_penalty:g})": on}
     modes = {name: load_mode("rag-token", generator, config) for name, config in arms.items()}
     seconds: dict[str, list[float]] = {name: [] for name in arms}
     tokens: dict[str, int] = {name: 0 for name in arms}
