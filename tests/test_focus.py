@@ -169,3 +169,15 @@ def test_a_strong_focus_states_only_the_years_of_the_sentences_about_the_questio
         focused |= set(re.findall(r"\d+", answers_with(g, mode, 1e6, beams).text))
     assert free - {"1867"}, "the random LM stated no other year: the test would prove nothing"
     assert focused <= {"1867"}
+
+
+def test_a_question_that_points_to_no_sentence_gets_no_focus():
+    from assistant.modes.grounded import quotable_of
+
+    gen = tinylm.make_generator()
+    hits = tinylm.OverlapRetriever(tinylm.make_chunks(FACTS)).search(tinylm.QUESTION, 3)
+    on = AnswerConfig(quote_penalty=math.inf, quote_focus_penalty=1.0)
+    assert quotable_of(gen, hits, tinylm.QUESTION, on).focus is not None
+    nothing_shared = quotable_of(gen, hits, "tell me about it ?", on)
+    assert nothing_shared.focus is None and nothing_shared.tier("born in", " 1912") == 0
+    assert quotable_of(gen, hits, tinylm.QUESTION, replace(on, quote_focus_penalty=0.0)).focus is None

@@ -43,9 +43,9 @@ def quotable_of(generator: Generator, hits: Sequence[Hit], question: str, config
     if config.quote_penalty <= 0:
         return None
     texts = [h.chunk.text for h in hits]
-    focus = None
-    if config.quote_focus_penalty > 0:
-        focus = Quotable(focus_sentences(question, texts, config.quote_focus_ratio) + [question], generator.common_words)
+    focused = focus_sentences(question, texts, config.quote_focus_ratio) if config.quote_focus_penalty > 0 else []
+    # no sentence shares a word with the question: no focus, rather than one that would penalise every quoted name
+    focus = Quotable(focused + [question], generator.common_words) if focused else None
     return Quotable(texts + [question], generator.common_words, focus)
 
 
