@@ -33,7 +33,8 @@ QUESTION_WORDS = frozenset("what which who whom whose when where why how name na
 
 
 def sentences(text: str) -> list[str]:
-    """The sentences of ``text``: split after . ! ? before a word that does not start lowercase, and at line breaks."""
+    """The sentences of ``text``: split after . ! ? before a capital letter, a quote or a bracket ("A.D. 1302"
+    stays whole), and at line breaks."""
     return [s.strip() for s in SENTENCE_END.split(text) if s.strip()]
 
 
