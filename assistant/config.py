@@ -91,7 +91,8 @@ class AnswerConfig:
     plausibility: float = 0.0  # β (Li et al. 2023): only tokens with p(y|x,z) >= β · max p(·|x,z) are eligible under chunk z; 0 = all
     quote_penalty: float = math.inf  # names and numbers (a capital letter or a digit) that no retrieved chunk and not the question contains cost this many nats when decoding, so the answer states the documents' value, not the model's memory (docs/grounding.md); inf = never stated; 0 = off
     quote_focus_penalty: float = 1.0  # with quote_penalty: names and numbers of the chunks that are not in the sentences the question points to (assistant/focus.py) cost this many nats, so that the answer states the value of the sentence about what was asked; 0 = off
-    quote_focus_ratio: float = 0.8  # those sentences: every one scoring at least this share of the best-matching sentence
+    quote_focus_ratio: float = 0.8  # the focus (these sentences, also what context_focus restates): every one scoring at least this share of the best-matching sentence
+    context_focus: bool = True  # each chunk's prompt restates, after the chunk, its sentences the question points to (the focus, assistant/focus.py; quote_focus_ratio), so the generator copies the asked-for value from next to the question; false = the chunk alone
     quote_contrast: float = 0.0  # with quote_penalty: α of context-aware decoding applied only inside names and numbers (the year's digits after "19"), among the quotable tokens the mixture finds plausible; 0 = off
     quote_plausibility: float = 0.1  # β for quote_contrast: a token needs p >= β · p(the mixture's choice)
     quote_conflict: float = 0.0  # quote_contrast acts only where the documents made the mixture's own choice more than this many nats less likely than the model alone

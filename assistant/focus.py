@@ -7,7 +7,9 @@ words it contains, of their inverse sentence frequency among those chunks,
 idf(t) = log((N + 1) / (n_t + 0.5)) for N sentences, n_t of which contain t;
 the focus is every sentence scoring at least ``ratio`` of the best.
 
-The quote constraint (:mod:`assistant.quotes`) uses it as a second tier: a name or a number of the
+The prompts restate it (``answer.context_focus``, :func:`assistant.prompts.chunk_contexts`): each
+chunk's prompt ends with its own focus sentences, next to the question, where a small generator
+copies from. The quote constraint (:mod:`assistant.quotes`) uses it as a second tier: a name or a number of the
 chunks that is not in the focus (nor in the question) costs ``quote_focus_penalty`` nats, so that
 after "19" the answer writes the year of the sentence about the birth, not the article's other
 years that the model's memory happens to prefer.
@@ -72,12 +74,18 @@ def sentence_scores(terms: Sequence[str], candidates: Sequence[str]) -> list[flo
 def focus_sentences(question: str, texts: Iterable[str], ratio: float = 1.0) -> list[str]:
     """The sentences of ``texts`` scoring at least ``ratio`` × the best score for ``question``
     (none when no sentence shares a content word with it)."""
-    candidates = [s for t in texts for s in sentences(t)]
+    return [s for own in focus_by_text(question, list(texts), ratio) for s in own]
+
+
+def focus_by_text(question: str, texts: Sequence[str], ratio: float = 1.0) -> list[list[str]]:
+    """Each text's sentences in the focus of ``question`` over all ``texts`` (:func:`focus_sentences`), in order."""
+    split = [sentences(t) for t in texts]
+    candidates = [s for own in split for s in own]
     terms = content_words(question)
     if not candidates or not terms:
-        return []
-    scores = sentence_scores(terms, candidates)
-    best = max(scores)
-    if best <= 0:
-        return []
-    return [s for s, score in zip(candidates, scores) if score >= ratio * best]
+        return [[] for _ in texts]
+    scores = iter(sentence_scores(terms, candidates))
+    scored = [[(s, next(scores)) for s in own] for own in split]
+    best = max(score for own in scored for _, score in own)
+    return [[s for s, score in own if best > 0 and score >= ratio * best] for own in scored]
+

@@ -10,20 +10,37 @@ from knowledge.types import Hit
 
 from .config import AnswerConfig
 from .conversation import Turn, cut_points
+from .focus import focus_by_text
 from .generator import Generator
 
 
-def chunk_context(hit: Hit, chunk_chars: int) -> str:
-    """A chunk as prompt context: its heading path, then its text cut to ``chunk_chars``."""
+FOCUS_LABEL = "Most relevant:"  # before a chunk's focus sentences, restated after it (answer.context_focus)
+
+
+def chunk_context(hit: Hit, chunk_chars: int, focus: Sequence[str] = ()) -> str:
+    """A chunk as prompt context: its heading path, its text cut to ``chunk_chars``, then ``focus``
+    (its sentences the question points to) restated after a blank line."""
     chunk = hit.chunk
     heading = " > ".join(chunk.heading_path)
     text = chunk.text[:chunk_chars]
+    if focus:
+        text += f"\n\n{FOCUS_LABEL} " + " ".join(focus)
     return f"{heading}\n{text}" if heading else text
 
 
-def concat_context(hits: Sequence[Hit], chunk_chars: int) -> str:
-    """Every chunk in one context, numbered in retrieval order."""
-    return "\n\n".join(f"[{i}] {chunk_context(h, chunk_chars)}" for i, h in enumerate(hits, start=1))
+def chunk_contexts(hits: Sequence[Hit], question: str, config: AnswerConfig) -> list[str]:
+    """Each chunk as prompt context, with its focus restated when ``answer.context_focus`` is on
+    (the focus of ``question`` over all the chunks, :func:`assistant.focus.focus_by_text`)."""
+    if not config.context_focus:
+        return [chunk_context(h, config.chunk_chars) for h in hits]
+    focus = focus_by_text(question, [h.chunk.text for h in hits], config.quote_focus_ratio)
+    return [chunk_context(h, config.chunk_chars, f) for h, f in zip(hits, focus)]
+
+
+def concat_context(hits: Sequence[Hit], chunk_chars: int, contexts: Sequence[str] | None = None) -> str:
+    """Every chunk in one context (``contexts``: as :func:`chunk_contexts` made them), numbered in retrieval order."""
+    contexts = contexts if contexts is not None else [chunk_context(h, chunk_chars) for h in hits]
+    return "\n\n".join(f"[{i}] {c}" for i, c in enumerate(contexts, start=1))
 
 
 def messages(system_prompt: str, history: Sequence[Turn], question: str, context: str | None) -> list[dict[str, str]]:

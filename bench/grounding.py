@@ -79,17 +79,23 @@ for _a in (0.5, 1.0, 2.0):
                                                   "quote_conflict": _g}
 # the focus tier (assistant/focus.py): quoted names and numbers outside the sentences the question points to cost p nats
 for _p in (1.0, 2.0, 4.0, 8.0):
-    VARIANTS[f"focus{_p:g}"] = {"quote_penalty": math.inf, "quote_focus_penalty": _p}
+    VARIANTS[f"focus{_p:g}"] = {"quote_penalty": math.inf, "quote_focus_penalty": _p, "context_focus": False}
     for _r in (0.6, 1.0):
-        VARIANTS[f"focus{_p:g}-r{_r:g}"] = {"quote_penalty": math.inf, "quote_focus_penalty": _p, "quote_focus_ratio": _r}
-VARIANTS["nofocus"] = {"quote_penalty": math.inf, "quote_focus_penalty": 0.0}  # the default before the focus tier
+        VARIANTS[f"focus{_p:g}-r{_r:g}"] = {"quote_penalty": math.inf, "quote_focus_penalty": _p, "quote_focus_ratio": _r,
+                                             "context_focus": False}
+# the focus restated after each chunk in its prompt (answer.context_focus)
+VARIANTS["nocontextfocus"] = {"quote_penalty": math.inf, "context_focus": False}  # the default before
+for _p in (0.0, 2.0):
+    VARIANTS[f"contextfocus-f{_p:g}"] = {"quote_penalty": math.inf, "quote_focus_penalty": _p, "context_focus": True}
+VARIANTS["nofocus"] = {"quote_penalty": math.inf, "quote_focus_penalty": 0.0, "context_focus": False}  # before the focus tier
 # the retrieval prior alone at its old default (T = 0.05, no question likelihood), whatever the defaults are now
 VARIANTS["plain-retrieval"] = {**VARIANTS["plain"], "prior_temperature": 0.05, "prior_question_weight": 0.0}
 VARIANTS["mix1-apc.3-retrieval"] = {**VARIANTS["mix1-apc.3"], "prior_temperature": 0.05, "prior_question_weight": 0.0}
 
 for _name, _settings in VARIANTS.items():  # every named variant but "default" as measured: without the quote constraint
-    if _name != "default":
+    if _name != "default":  # and without the focus restated in the prompts, unless they say so
         _settings.setdefault("quote_penalty", 0.0)
+        _settings.setdefault("context_focus", False)
 
 
 def parse_variants(spec: str) -> dict[str, dict]:

@@ -11,9 +11,11 @@ import torch
 
 from assistant.config import AnswerConfig, ModeTables
 from assistant.engine import load_mode
-from assistant.focus import content_words, focus_sentences, sentence_scores, sentences, stems_match
+from assistant.focus import content_words, focus_by_text, focus_sentences, sentence_scores, sentences, stems_match
+from assistant.prompts import FOCUS_LABEL, chunk_context, chunk_contexts
 from assistant.quotes import Quotable, quoted_top
 from knowledge.errors import ConfigError
+from knowledge.types import Chunk, Hit
 from tests import tinylm
 
 ARTICLE = ("Albert Einstein was born in Augsburg in 1876. Einstein moved to Berlin in 1914. "
@@ -181,3 +183,61 @@ def test_a_question_that_points_to_no_sentence_gets_no_focus():
     nothing_shared = quotable_of(gen, hits, "tell me about it ?", on)
     assert nothing_shared.focus is None and nothing_shared.tier("born in", " 1912") == 0
     assert quotable_of(gen, hits, tinylm.QUESTION, replace(on, quote_focus_penalty=0.0)).focus is None
+
+
+# --- the focus restated in the prompts (answer.context_focus) ------------------------------------------------
+
+def test_focus_by_text_gives_each_text_its_own_sentences_of_the_focus_over_all_of_them():
+    texts = ["Einstein moved to Berlin in 1914. Albert Einstein was born in Augsburg in 1876.",
+             "Einstein died in Princeton in 1955.", "Einstein won the Nobel Prize in 1921."]
+    assert focus_by_text("Where was Einstein born?", texts) == [["Albert Einstein was born in Augsburg in 1876."], [], []]
+    assert focus_by_text("When did Einstein move or die?", texts, 0.5) == [["Einstein moved to Berlin in 1914."],
+                                                                           ["Einstein died in Princeton in 1955."], []]
+    assert focus_by_text("Tell me about it?", texts) == [[], [], []]  # no content word shared: no focus
+    assert [s for own in focus_by_text("Where was Einstein born?", texts, 0.2) for s in own] == \
+        focus_sentences("Where was Einstein born?", texts, 0.2)
+
+
+def test_each_chunk_prompt_restates_its_own_focus_sentences_after_the_chunk():
+    hits = tinylm.OverlapRetriever(tinylm.make_chunks(FACTS)).search(tinylm.QUESTION, 3)
+    on = AnswerConfig(context_focus=True)
+    contexts = chunk_contexts(hits, tinylm.QUESTION, on)
+    marie = next(i for i, h in enumerate(hits) if "marie" in h.chunk.text)
+    for i, (hit, context) in enumerate(zip(hits, contexts)):
+        plain = chunk_context(hit, on.chunk_chars)
+        if i == marie:
+            assert context == plain + f"\n\n{FOCUS_LABEL} marie curie was born in warsaw 1867"
+        else:
+            assert context == plain  # the focus is in another chunk: nothing restated here
+    assert chunk_contexts(hits, tinylm.QUESTION, replace(on, context_focus=False)) == [
+        chunk_context(h, on.chunk_chars) for h in hits]
+    text = "pierre curie was a physicist\nmarie curie was born in warsaw 1867"
+    long = Hit(Chunk("c9", "doc9.md", 0, len(text), text, ("Doc 9",)), 1.0)
+    cut = chunk_contexts([long], tinylm.QUESTION, replace(on, chunk_chars=12))[0]
+    assert cut == f"Doc 9\npierre curie\n\n{FOCUS_LABEL} marie curie was born in warsaw 1867"  # restated past the cut
+
+
+def with_focus_appended(hit, focus):
+    chunk = hit.chunk
+    text = chunk.text + f"\n\n{FOCUS_LABEL} " + " ".join(focus) if focus else chunk.text
+    return Hit(Chunk(chunk.chunk_id, chunk.doc_id, chunk.start, chunk.start + len(text), text, chunk.heading_path),
+               hit.score)
+
+
+@pytest.mark.parametrize("mode,beams", [("rag-token", 1), ("concat", 1), ("rag-token", 2), ("rag-sequence", 2)])
+def test_every_mode_decodes_the_chunks_with_their_focus_restated(mode, beams):
+    """With context_focus on, a mode answers exactly as it does, off, over chunks whose text ends with
+    their focus sentences: the restated sentence is in the prompts it decodes, and nowhere else."""
+    gen = tinylm.make_generator()
+    hits = tinylm.OverlapRetriever(tinylm.make_chunks(FACTS)).search(tinylm.QUESTION, 3)
+    config = AnswerConfig(k=3, max_new_tokens=12, quote_penalty=0.0, **PLAIN)
+    if beams > 1:
+        key = "beams" if mode == "rag-sequence" else "beam_size"
+        config = replace(config, modes=ModeTables({mode: {key: beams}}))
+    focus = focus_by_text(tinylm.QUESTION, [h.chunk.text for h in hits], config.quote_focus_ratio)
+    appended = [with_focus_appended(h, f) for h, f in zip(hits, focus)]
+    on = load_mode(mode, gen, config).answer(tinylm.QUESTION, [], hits)
+    off = load_mode(mode, gen, replace(config, context_focus=False))
+    assert [(t.text, t.prob) for t in on.tokens] == [(t.text, t.prob) for t in off.answer(tinylm.QUESTION, [], appended).tokens]
+    plain = off.answer(tinylm.QUESTION, [], hits)
+    assert [(t.text, t.prob) for t in plain.tokens] != [(t.text, t.prob) for t in on.tokens]  # the restatement is read

@@ -48,7 +48,8 @@ def hits():
 
 
 PLAIN = {"context_weight": 0.0, "plausibility": 0.0, "context_contrast": "chunk", "prior_question_weight": 0.0,
-         "quote_penalty": 0.0}  # the papers' math: no contrast with the null document, the retrieval prior, no quote constraint
+         "quote_penalty": 0.0, "context_focus": False}  # the papers' math: no contrast with ∅, the retrieval prior,
+# no quote constraint, the chunks as they are
 
 
 def cfg(**kw):

@@ -30,8 +30,8 @@ def hits():
     return tinylm.OverlapRetriever(tinylm.make_chunks(TEXTS)).search(QUESTION, 3)
 
 
-PLAIN = {"context_weight": 0.0, "plausibility": 0.0, "context_contrast": "chunk",
-         "quote_penalty": 0.0}  # the papers' math, no contrast with the null document, no quote constraint
+PLAIN = {"context_weight": 0.0, "plausibility": 0.0, "context_contrast": "chunk", "quote_penalty": 0.0,
+         "context_focus": False}  # the papers' math: no contrast with ∅, no quote constraint, the chunks as they are
 
 
 def cfg(modes=None, **kw):

@@ -24,7 +24,7 @@ from ..marginals import (
     rag_sequence_token_marginals,
     rag_token_posterior,
 )
-from ..prompts import build_prompts, chunk_context
+from ..prompts import build_prompts, chunk_contexts
 from ..quotes import Quotable
 from ..text_stream import pieces_of
 from .base import ModeBase, QuestionSettings, doc_logprior
@@ -70,7 +70,7 @@ class RagSequenceMode(ModeBase):
         settings = settings or self.defaults()
         cfg, gen = settings.shared, self.generator
         prior = doc_logprior(hits, cfg)  # (k,)
-        contexts = [chunk_context(h, cfg.chunk_chars) for h in hits]
+        contexts = chunk_contexts(hits, question, cfg)
         *prompts, null_prompt = build_prompts(gen, question, history, contexts + [None], cfg)
         table = hypotheses_per_chunk(gen, prompts, null_prompt, cfg, settings.own, quotable_of(gen, hits, question, cfg))
         seq = table.sequence_logprobs()  # (H, k)

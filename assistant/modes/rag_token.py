@@ -16,7 +16,7 @@ from ..generator import Generator
 from ..grounding import pmi
 from ..lockstep import LockstepBatch, score_continuations
 from ..marginals import question_likelihood_prior, rag_token_posterior
-from ..prompts import build_prompts, chunk_context
+from ..prompts import build_prompts, chunk_contexts
 from ..quotes import Quotable
 from .base import ModeBase, QuestionSettings, doc_logprior, prior_scores
 from .beam import BeamSettings
@@ -43,7 +43,7 @@ class RagTokenMode(ModeBase):
                settings: QuestionSettings | None = None) -> Iterator[TokenProvenance | Answer]:
         settings = settings or self.defaults()
         cfg = settings.shared
-        contexts = [chunk_context(h, cfg.chunk_chars) for h in hits] + [None]
+        contexts = chunk_contexts(hits, question, cfg) + [None]
         prompts = build_prompts(self.generator, question, history, contexts, cfg)
         scored = question_tokens(prompts) if cfg.prior_question_weight > 0 else 0
         tokens: list[TokenProvenance] = []
