@@ -9,8 +9,8 @@ the focus is every sentence scoring at least ``ratio`` of the best.
 
 The prompts restate it (``answer.context_focus``, :func:`assistant.prompts.chunk_contexts`): each
 chunk's prompt ends with its own focus sentences, next to the question, where a small generator
-copies from. The quote constraint (:mod:`assistant.quotes`) uses it as a second tier: a name or a number of the
-chunks that is not in the focus (nor in the question) costs ``quote_focus_penalty`` nats, so that
+copies from. The quote constraint (:mod:`assistant.quotes`) uses it as a second tier: a name or a
+number of the chunks that is not in the focus (nor in the question) costs ``quote_focus_penalty`` nats, so that
 after "19" the answer writes the year of the sentence about the birth, not the article's other
 years that the model's memory happens to prefer.
 

@@ -37,10 +37,9 @@ def chunk_contexts(hits: Sequence[Hit], question: str, config: AnswerConfig) -> 
     return [chunk_context(h, config.chunk_chars, f) for h, f in zip(hits, focus)]
 
 
-def concat_context(hits: Sequence[Hit], chunk_chars: int, contexts: Sequence[str] | None = None) -> str:
-    """Every chunk in one context (``contexts``: as :func:`chunk_contexts` made them), numbered in retrieval order."""
-    contexts = contexts if contexts is not None else [chunk_context(h, chunk_chars) for h in hits]
-    return "\n\n".join(f"[{i}] {c}" for i, c in enumerate(contexts, start=1))
+def concat_context(hits: Sequence[Hit], question: str, config: AnswerConfig) -> str:
+    """Every chunk in one context, as :func:`chunk_contexts` makes them, numbered in retrieval order."""
+    return "\n\n".join(f"[{i}] {c}" for i, c in enumerate(chunk_contexts(hits, question, config), start=1))
 
 
 def messages(system_prompt: str, history: Sequence[Turn], question: str, context: str | None) -> list[dict[str, str]]:

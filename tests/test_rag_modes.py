@@ -237,7 +237,7 @@ def test_closed_book_is_the_plain_lm_without_retrieval(gen):
 
 def test_concat_is_the_plain_lm_on_all_chunks_in_one_prompt(gen, hits):
     answer = mode("concat", gen).answer(QUESTION, [], hits)
-    context = concat_context(hits, 2000)
+    context = concat_context(hits, QUESTION, cfg())
     assert all(h.chunk.text in context for h in hits)
     ref = plain_greedy(gen, gen.render(messages(cfg().system_prompt, [], QUESTION, context)), 8)
     assert [t.prob for t in answer.tokens] == pytest.approx([p for _, p in ref], abs=1e-4)

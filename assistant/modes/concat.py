@@ -11,7 +11,7 @@ from knowledge.types import Hit
 
 from ..answer import Answer, TokenProvenance, chunks_of
 from ..conversation import Turn
-from ..prompts import build_prompts, chunk_contexts, concat_context
+from ..prompts import build_prompts, concat_context
 from ..quotes import Quotable
 from .base import ModeBase, QuestionSettings, doc_logprior
 from .beam import BeamSettings
@@ -36,7 +36,7 @@ class ConcatMode(ModeBase):
         settings = settings or self.defaults()
         cfg = settings.shared
         prior = doc_logprior(hits, cfg)  # (k,)
-        prompts = build_prompts(self.generator, question, history, [concat_context(hits, cfg.chunk_chars, chunk_contexts(hits, question, cfg)), None], cfg)
+        prompts = build_prompts(self.generator, question, history, [concat_context(hits, question, cfg), None], cfg)
         tokens: list[TokenProvenance] = []
         quotable = quotable_of(self.generator, hits, question, cfg)
         for token in with_support(self._evidence(prompts, len(hits), settings, quotable),

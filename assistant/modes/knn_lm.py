@@ -23,7 +23,7 @@ from ..knn.keys import KeyCapture
 from ..knn.math import interpolate, knn_distribution, knn_share, neighbour_logweights
 from ..knn.sync import DatastoreService, datastore_service
 from ..lockstep import LockstepBatch
-from ..prompts import build_prompts, chunk_contexts, concat_context
+from ..prompts import build_prompts, concat_context
 from ..support import SupportStream, share_labeller
 from .base import ModeBase, ModeResources, QuestionSettings, doc_logprior
 from .mixture import with_texts
@@ -141,7 +141,7 @@ class KnnLmMode(ModeBase):
         cfg, own = settings.shared, settings.own
         datastore = self.datastore()
         conditioned = own.retrieval_conditioned and bool(hits)
-        context = concat_context(hits, cfg.chunk_chars, chunk_contexts(hits, question, cfg)) if conditioned else None
+        context = concat_context(hits, question, cfg) if conditioned else None
         prompts = build_prompts(self.generator, question, history, [context], cfg)
         batch = LockstepBatch(self.generator.model, prompts, self.generator.pad_id)
         steps: list[_Step] = []
