@@ -152,6 +152,23 @@ def relabel(path: Path, rule) -> None:
               f"memory_caught {counts[2]}/{counts[3]} = {counts[2] / max(counts[3], 1):.3f}")
 
 
+def focus_hits(path: Path) -> None:
+    """Per saved run: the questions whose focus (at the default quote_focus_ratio) holds an accepted
+    answer (a case-insensitive substring), and the focus's mean size in sentences."""
+    from assistant.config import AnswerConfig
+    from assistant.focus import focus_sentences
+
+    ratio = AnswerConfig().quote_focus_ratio
+    for key, run in json.loads(path.read_text(encoding="utf-8")).items():
+        hits = size = 0
+        for q, a in zip(run["questions"], run["answers"]):
+            focus = focus_sentences(q["question"], [c["text"] for c in a["chunks"]], ratio)
+            hits += any(g.lower() in s.lower() for s in focus for g in q["answers"])
+            size += len(focus)
+        n = max(len(run["answers"]), 1)
+        print(f"{key}: focus holds an answer for {hits}/{len(run['answers'])}, {size / n:.2f} sentences on average")
+
+
 def realm_thresholds(paths: list[Path], thresholds: list[float]) -> list[dict]:
     """REALM's "no answer" threshold re-applied to saved answers (no generation): the best answer of
     each saved n-best list is kept when p(y|x) >= t, else the mode says it could not find it. Per saved
@@ -201,9 +218,15 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--relabel", help="re-score the answers saved in this file (--save) under --rule; no generation")
     parser.add_argument("--rule", default="{}", help='support rule for --relabel, e.g. \'{"threshold": 2.0}\'')
+    parser.add_argument("--focus-hits", help="comma-separated --save files: for each saved run, how many questions' "
+                        "focus (assistant/focus.py, over their retrieved chunks) holds an accepted answer; no generation")
     parser.add_argument("--realm-thresholds", help="comma-separated [answer.realm] thresholds re-applied to the realm answers "
                         "saved in the --relabel files (comma-separated); no generation")
     args = parser.parse_args()
+    if args.focus_hits:
+        for path in args.focus_hits.split(","):
+            focus_hits(Path(path))
+        return
     if args.realm_thresholds:
         for row in realm_thresholds([Path(p) for p in args.relabel.split(",")],
                                     [float(t) for t in args.realm_thresholds.split(",")]):
