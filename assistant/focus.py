@@ -5,11 +5,9 @@ and "born" and "city", which are in few: the sentence holding the answer is the 
 question's rarest words. Each sentence of the chunks scores the sum, over the question's content
 words it contains, of their inverse sentence frequency among those chunks,
 idf(t) = log((N + 1) / (n_t + 0.5)) for N sentences, n_t of which contain t;
-the focus is every sentence scoring at least ``ratio`` of the best. A sentence often continues the one
-before it ("Achilles was born to ... His father, Telamon, was ..."), so the question's words it
-lacks and that sentence holds count ``CARRY`` (half) of their idf; and a question asking for a
-number ("In what year ...", "How many ...") points only to sentences with a digit, when any of
-them shares a word with it.
+the focus is every sentence scoring at least ``ratio`` of the best. A question asking for a number
+("In what year ...", "How many ...") points only to sentences with a digit, when any of them shares
+a word with it.
 
 The prompts restate it (``answer.context_focus``, :func:`assistant.prompts.chunk_contexts`): each
 chunk's prompt ends with its own focus sentences, next to the question, where a small generator
@@ -26,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Collection, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from .quotes import RUN
 from .support import FUNCTION_WORDS
@@ -36,9 +34,6 @@ SHORT_WORD = 5  # words up to this long match only as a whole prefix of the othe
 STEM_SLACK = 3  # longer words match when they agree on all but their last 3 letters (and on 5 at least)
 # what a question asks for, rarely in the sentence that answers it ("In what year was ..." / "... was born in 1876")
 QUESTION_WORDS = frozenset("what which who whom whose when where why how name named called year date".split())
-# a sentence continues the one before it ("Achilles was born to ... His father, Telamon, was ..."): the question's
-# words it lacks but that sentence holds count this share of their idf
-CARRY = 0.5
 # a question asking for a number ("In what year ...", "How many ...") is answered by a sentence with a digit in it
 ASKS_NUMBER = re.compile(r"\b(?:years?|when|dates?|how (?:many|much|long|old|far|tall|big|large|high)|percent(?:age)?|"
                          r"population|number)\b", re.IGNORECASE)
@@ -72,21 +67,13 @@ def stems_match(a: str, b: str) -> bool:
     return short[:need] == long[:need]
 
 
-def sentence_scores(terms: Sequence[str], candidates: Sequence[str], carry: float = 0.0,
-                    starts: Collection[int] = (0,)) -> list[float]:
-    """Each candidate sentence's score: Σ idf(t) over the ``terms`` it contains (module docstring),
-    plus ``carry`` × idf(t) over those it lacks that the sentence before it contains, unless it is
-    one of the ``starts`` (the first sentence of a text: nothing before it to continue)."""
+def sentence_scores(terms: Sequence[str], candidates: Sequence[str]) -> list[float]:
+    """Each candidate sentence's score: Σ idf(t) over the ``terms`` it contains (module docstring)."""
     words = [set(RUN.findall(s.lower())) for s in candidates]
     holds = [[any(stems_match(t, w) for w in ws) for ws in words] for t in terms]  # (terms, sentences)
     n = len(candidates)
     idf = [math.log((n + 1) / (sum(row) + 0.5)) for row in holds]
-
-    def score(j: int) -> float:
-        follows = j not in starts
-        return sum(idf[i] * (1.0 if row[j] else carry if follows and row[j - 1] else 0.0) for i, row in enumerate(holds))
-
-    return [score(j) for j in range(n)]
+    return [sum(idf[i] for i, row in enumerate(holds) if row[j]) for j in range(n)]
 
 
 def focus_sentences(question: str, texts: Iterable[str], ratio: float = 1.0) -> list[str]:
@@ -106,14 +93,13 @@ def focus_by_text(question: str, texts: Sequence[str], ratio: float = 1.0) -> li
 
 def question_scores(question: str, split: Sequence[Sequence[str]]) -> list[float]:
     """The score of every sentence of the texts (``split``: each text's sentences) for ``question``, in order: the
-    idf sum with the carry from the sentence before; for a question asking for a number, 0 for a sentence without a
-    digit, as long as one with a digit shares a word with the question."""
+    idf sum; for a question asking for a number, 0 for a sentence without a digit, as long as one with a digit
+    shares a word with the question."""
     candidates = [s for own in split for s in own]
     terms = content_words(question)
     if not candidates or not terms:
         return [0.0] * len(candidates)
-    starts = {sum(map(len, split[:i])) for i in range(len(split))}
-    scores = sentence_scores(terms, candidates, CARRY, starts)
+    scores = sentence_scores(terms, candidates)
     if ASKS_NUMBER.search(question) and any(score > 0 and _has_digit(s) for s, score in zip(candidates, scores)):
         return [score if _has_digit(s) else 0.0 for s, score in zip(candidates, scores)]
     return scores

@@ -50,23 +50,9 @@ def test_sentence_scores_are_sums_of_inverse_sentence_frequencies():
     assert got == pytest.approx([idf(4) + idf(1) + idf(1), idf(4), idf(4), idf(4)])
 
 
-def test_a_sentence_carries_part_of_the_idf_of_the_words_of_the_sentence_before_it_in_its_text():
-    candidates = ["Achilles was a Greek hero.", "His father, Telamon, was a king.", "Achilles was a Greek hero."]
-    idf = lambda n_t: math.log((3 + 1) / (n_t + 0.5))  # noqa: E731; "achilles" and "greek": 2 of 3, "father": 1
-    terms = ["father", "greek", "achilles"]
-    got = sentence_scores(terms, candidates, carry=0.5, starts=(0, 2))  # two texts: sentences 0-1, then 2
-    assert got == pytest.approx([2 * idf(2), idf(1) + 0.5 * 2 * idf(2), 2 * idf(2) + 0.5 * idf(1) * 0])
-    assert sentence_scores(terms, candidates, carry=0.5, starts=(0,))[2] == pytest.approx(2 * idf(2) + 0.5 * idf(1))
-    assert sentence_scores(terms, candidates) == pytest.approx([2 * idf(2), idf(1), 2 * idf(2)])  # carry 0: own words
-    text = "In Greek mythology, Achilles was a hero of the Trojan War. His father, Telamon, was a king of the Myrmidons."
-    elsewhere = "Achilles, the Greek hero, killed Hector."
-    assert focus_sentences("Who was the father of the Greek hero Achilles?", [text, elsewhere]) == [
-        "His father, Telamon, was a king of the Myrmidons."]
-
-
 def test_a_question_asking_for_a_number_points_to_a_sentence_with_a_digit():
     texts = ["Albert Einstein was a German-born physicist. Born in Ulm in 1876, he developed relativity.",
-             "Einstein died in Princeton in 1955."]
+             "He died in Princeton in 1955."]
     assert focus_sentences("Who was Albert Einstein?", texts) == ["Albert Einstein was a German-born physicist."]
     assert focus_sentences("In what year was Albert Einstein born?", texts) == [
         "Born in Ulm in 1876, he developed relativity."]  # not the sentence with more of the question's words
@@ -83,7 +69,7 @@ def test_the_focus_is_the_sentence_about_what_was_asked():
 
 
 def test_a_lower_ratio_keeps_the_runners_up_and_no_overlap_keeps_nothing():
-    two = focus_sentences("When was Einstein born and when did he die?", [ARTICLE], ratio=0.6)
+    two = focus_sentences("When was Einstein born and when did he die?", [ARTICLE], ratio=0.5)
     assert two == ["Albert Einstein was born in Augsburg in 1876.", "Einstein died in Princeton in 1955."]
     assert focus_sentences("What is the weather like?", [ARTICLE]) == []
     assert focus_sentences("Who?", [ARTICLE]) == [] and focus_sentences("When was he born?", []) == []
@@ -215,7 +201,7 @@ def test_focus_by_text_gives_each_text_its_own_sentences_of_the_focus_over_all_o
     texts = ["Einstein moved to Berlin in 1914. Albert Einstein was born in Augsburg in 1876.",
              "Einstein died in Princeton in 1955.", "Einstein won the Nobel Prize in 1921."]
     assert focus_by_text("Where was Einstein born?", texts) == [["Albert Einstein was born in Augsburg in 1876."], [], []]
-    assert focus_by_text("When did Einstein move or die?", texts, 0.6) == [["Einstein moved to Berlin in 1914."],
+    assert focus_by_text("When did Einstein move or die?", texts, 0.5) == [["Einstein moved to Berlin in 1914."],
                                                                            ["Einstein died in Princeton in 1955."], []]
     assert focus_by_text("Tell me about it?", texts) == [[], [], []]  # no content word shared: no focus
     assert [s for own in focus_by_text("Where was Einstein born?", texts, 0.2) for s in own] == \
