@@ -12,9 +12,9 @@ a word with it.
 The prompts restate it (``answer.context_focus``, :func:`assistant.prompts.chunk_contexts`): each
 chunk's prompt ends with its own focus sentences, next to the question, where a small generator
 copies from. The quote constraint (:mod:`assistant.quotes`) uses it as a second tier: a name or a
-number of the chunks that is not in the focus (nor in the question) costs ``quote_focus_penalty`` nats, so that
-after "19" the answer writes the year of the sentence about the birth, not the article's other
-years that the model's memory happens to prefer.
+number of the chunks that is not in the focus (nor in the question) costs ``quote_focus_penalty``
+nats, so that after "19" the answer writes the year of the sentence about the birth, not the
+article's other years that the model's memory happens to prefer.
 
 Words match when they share a stem (``stems_match``: "die" ~ "died", "assassinated" ~
 "assassination"): a crude stemmer, enough for an English question.

@@ -19,12 +19,13 @@ FOCUS_LABEL = "Most relevant:"  # before a chunk's focus sentences, restated aft
 
 def chunk_context(hit: Hit, chunk_chars: int, focus: Sequence[str] = ()) -> str:
     """A chunk as prompt context: its heading path, its text cut to ``chunk_chars``, then ``focus``
-    (its sentences the question points to) restated after a blank line."""
+    (its sentences the question points to) restated after a blank line, cut to ``chunk_chars`` too
+    (a chunk's prompt is at most about twice as long as without it)."""
     chunk = hit.chunk
     heading = " > ".join(chunk.heading_path)
     text = chunk.text[:chunk_chars]
     if focus:
-        text += f"\n\n{FOCUS_LABEL} " + " ".join(focus)
+        text += f"\n\n{FOCUS_LABEL} " + " ".join(focus)[:chunk_chars]
     return f"{heading}\n{text}" if heading else text
 
 
