@@ -1,13 +1,17 @@
-"""What the quote constraint (``answer.quote_penalty``, assistant/quotes.py) costs a rag-token answer.
+"""What the quote constraint and the restated focus cost a rag-token answer.
+
+``answer.quote_penalty`` (assistant/quotes.py) and ``answer.context_focus`` (assistant/prompts.py).
 
     .venv/bin/python bench/quote_speed.py [--questions 20] [--rounds 2] [--threads 1] [--no-write]
 
 Counterfactual dev questions over their corpus (``bench/counterfactual_data.py``; the index is the
 one bench/grounding.py builds), k = 5, the default ``[answer]`` settings with the constraint off
-(``quote_penalty = 0``, the baseline) and on (the default), the two arms taking turns question by
-question (the order alternating, so the prefix cache favours neither). Reported: seconds per answer
-and per generated token; the ratio of the per-token times is the constraint's cost (each step it
-decodes the answer so far and checks the best tokens' names and numbers against the chunks).
+(``quote_penalty = 0``, the baseline), on without the focus restated in the prompts
+(``context_focus = false``), and the default, the arms taking turns question by question (each
+first in turn, so the prefix cache favours none). Reported: seconds per answer and per generated
+token; the ratio of the per-token times is the constraint's cost (each step it decodes the answer
+so far and checks the best tokens' names and numbers against the chunks), the ratio of the seconds
+per answer between the last two arms the restatement's (a longer prefill).
 """
 
 from __future__ import annotations
@@ -57,14 +61,20 @@ def main() -> None:
     finally:
         kb.close()
     on = AnswerConfig(k=5)
-    arms = {"off (quote_penalty = 0)": replace(on, quote_penalty=0.0), f"on (quote_penalty = {on.quote_penalty:g}, quote_focus_penalty = {on.quote_focus_penalty:g})": on}
+    unfocused = "on, the focus not restated (context_focus = false)"
+    arms = {"off (quote_penalty = 0)": replace(on, quote_penalty=0.0, context_focus=False),
+            unfocused: replace(on, context_focus=False),
+            f"on (the default: quote_penalty = {on.quote_penalty:g}, quote_focus_penalty = {on.quote_focus_penalty:g}, "
+            "context_focus = true)": on}
     modes = {name: load_mode("rag-token", generator, config) for name, config in arms.items()}
     seconds: dict[str, list[float]] = {name: [] for name in arms}
     tokens: dict[str, int] = {name: 0 for name in arms}
-    changed = 0
+    changed = restated = 0
+    names = list(arms)
     for r in range(args.rounds):
         for i, (q, h) in enumerate(zip(queries, hits)):
-            order = list(arms) if (i + r) % 2 == 0 else list(reversed(arms))
+            shift = (i + r) % len(names)
+            order = names[shift:] + names[:shift]  # each arm first, second and last in turn: the prefix cache favours none
             texts = {}
             for name in order:
                 start = time.perf_counter()
@@ -72,30 +82,33 @@ def main() -> None:
                 seconds[name].append(time.perf_counter() - start)
                 tokens[name] += len(answer.tokens)
                 texts[name] = answer.text
-            changed += r == 0 and len(set(texts.values())) > 1
+            changed += r == 0 and texts[names[0]] != texts[unfocused]
+            restated += r == 0 and texts[unfocused] != texts[names[-1]]
         print(f"round {r + 1}/{args.rounds} done", flush=True)
-    base = list(arms)[0]
+    base = names[0]
     per_token = {name: sum(seconds[name]) / max(tokens[name], 1) for name in arms}
-    rows = ["| arm | seconds per answer (median) | ms per generated token | per token vs off |",
-            "| --- | ---: | ---: | ---: |"]
+    rows = ["| arm | seconds per answer (median) | seconds per answer vs off | ms per generated token | per token vs off |",
+            "| --- | ---: | ---: | ---: | ---: |"]
     for name in arms:
-        rows.append(f"| {name} | {statistics.median(seconds[name]):.2f} | {1000 * per_token[name]:.1f} | "
+        rows.append(f"| {name} | {statistics.median(seconds[name]):.2f} | "
+                    f"{sum(seconds[name]) / sum(seconds[base]):.2f}× | {1000 * per_token[name]:.1f} | "
                     f"{per_token[name] / per_token[base]:.2f}× |")
     table = "\n".join(rows)
     print(table)
-    print(f"answers that differ: {changed} of {len(queries)}")
+    print(f"answers the constraint changed: {changed} of {len(queries)}; the restated focus: {restated}")
     if not args.no_write:
         write_section(HEADING, f"""`.venv/bin/python bench/quote_speed.py --questions {args.questions} --rounds {args.rounds} \
 --threads {args.threads}` ({machine()}).
 
 rag-token at k = 5 with the default `[answer]` settings, {len(queries)} counterfactual dev questions (their
-retrieved chunks fixed), {args.rounds} rounds, the arms taking turns question by question in alternating order.
+retrieved chunks fixed), {args.rounds} rounds, the arms taking turns question by question, each arm first in turn.
 A step of the constraint decodes the answer so far and checks the best tokens' names and numbers against the
-chunks and the question (assistant/quotes.py); seconds per token include the prefill, divided over the tokens.
+chunks and the question (assistant/quotes.py); the restated focus lengthens the prompts of the chunks holding a
+focus sentence (assistant/prompts.py); seconds per token include the prefill, divided over the tokens.
 
 {table}
 
-The constraint changed {changed} of the {len(queries)} answers.
+The constraint changed {changed} of the {len(queries)} answers; the restated focus changed {restated} more.
 """)
 
 
