@@ -108,7 +108,7 @@ focus sentence (assistant/prompts.py); seconds per token include the prefill, di
 
 {table}
 
-The constraint changed {changed} of the {len(queries)} answers; the restated focus changed {restated} more.
+The constraint changed {changed} of the {len(queries)} answers; the restated focus changed {restated} (against the arm without it).
 """)
 
 
