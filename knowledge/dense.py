@@ -222,13 +222,37 @@ class DenseIndex:
         """Exact cosine similarity of a query vector (D,) to the stored vectors of ``ids`` (those held)."""
         if not ids:
             return {}
-        got = self._collection.get(ids=list(ids), include=["embeddings"])
-        if not got["ids"]:
+        held, vectors = self._vectors_of(list(ids))
+        if not held:
             return {}
-        stored = np.asarray(got["embeddings"], dtype=np.float32)  # (n, D)
+        stored = np.asarray(vectors, dtype=np.float32)  # (n, D)
         query = np.asarray(vector, dtype=np.float32)  # (D,)
         norms = np.linalg.norm(stored, axis=1) * max(float(np.linalg.norm(query)), 1e-12)  # (n,)
-        return dict(zip(got["ids"], (stored @ query / np.maximum(norms, 1e-12)).tolist()))
+        return dict(zip(held, (stored @ query / np.maximum(norms, 1e-12)).tolist()))
+
+    def _vectors_of(self, ids: list[str]) -> tuple[list[str], list[Any]]:
+        """The ids of ``ids`` that Chroma holds, and their stored vectors. While another process adds
+        some of them (``footnotes watch`` writing as ``footnotes search`` reads) the batch read can fail
+        with chromadb's InternalError "Error finding id": then they are read one by one, and an id that
+        still fails counts as not held yet, as an id Chroma lacks does."""
+        try:
+            got = self._collection.get(ids=ids, include=["embeddings"])
+            return list(got["ids"]), list(got["embeddings"]) if got["ids"] else []
+        except Exception as exc:  # chromadb.errors.InternalError, not importable before chromadb is
+            if "finding id" not in str(exc):
+                raise
+        held: list[str] = []
+        vectors: list[Any] = []
+        for chunk_id in ids:
+            try:
+                got = self._collection.get(ids=[chunk_id], include=["embeddings"])
+            except Exception as exc:
+                if "finding id" not in str(exc):
+                    raise
+                continue
+            held += got["ids"]
+            vectors += list(got["embeddings"]) if got["ids"] else []
+        return held, vectors
 
     def _query(self, vector: np.ndarray, k: int, allowed: Sequence[str] | None) -> list[tuple[str, float]]:
         kwargs: dict[str, Any] = {}

@@ -236,6 +236,41 @@ def test_filtered_dense_search_skips_ids_chroma_does_not_hold(tmp_path):
         dense.close()
 
 
+class _WritingElsewhere:
+    """Chroma's collection as another process's write leaves it for a moment: a read of the vectors of
+    ``adding`` fails with chromadb's "Error finding id" (seen in CI: `footnotes search` while `footnotes
+    watch` added a file)."""
+
+    def __init__(self, collection, adding):
+        self.collection, self.adding, self.reads = collection, set(adding), []
+
+    def get(self, ids=None, include=None, **kwargs):
+        self.reads.append(list(ids))
+        if self.adding & set(ids) and include == ["embeddings"]:
+            raise RuntimeError("Error executing plan: Internal error: Error finding id")
+        return self.collection.get(ids=ids, include=include, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.collection, name)
+
+
+def test_exact_scores_skip_ids_another_process_is_still_adding(tmp_path):
+    dense = DenseIndex(small_config().index, tmp_path / "data")
+    writing = _WritingElsewhere(dense._collection, adding=["c"])
+    try:
+        vectors = np.eye(3, 64, dtype=np.float32)  # (3, D)
+        dense.upsert(["a", "b", "c"], vectors, ["a.md", "b.md", "c.md"])
+        dense._collection = writing
+        assert dense.similarities(vectors[0], ["a", "b", "c"]) == pytest.approx({"a": 1.0, "b": 0.0})
+        assert writing.reads == [["a", "b", "c"], ["a"], ["b"], ["c"]]  # the batch, then one by one
+        assert dense.similarities(vectors[1], ["b"]) == pytest.approx({"b": 1.0})  # one read when nothing fails
+        writing.adding = {"a", "b", "c"}
+        assert dense.similarities(vectors[0], ["a", "c"]) == {}
+    finally:
+        dense._collection = writing.collection
+        dense.close()
+
+
 def test_chroma_holding_foreign_vectors_is_caught_by_the_probe(folder, open_kb, tmp_path):
     make_corpus(folder, 15, seed=9)
     (folder / "kettle.md").write_text("# Kettle\n\nThe kettle whistles when the water boils.\n")
