@@ -210,7 +210,7 @@ class DenseIndex:
         try:
             return self._query(vector, k, allowed)
         except Exception as exc:  # chromadb raises InternalError("Error finding id") for an id it lacks
-            if allowed is None or "finding id" not in str(exc):
+            if allowed is None or not _finding_id(exc):
                 raise
         # Another process's manifest is ahead of Chroma (a crash before the writer reconciled): search
         # among the allowed ids Chroma holds; the writer fills the gap when it opens.
@@ -235,24 +235,25 @@ class DenseIndex:
         some of them (``footnotes watch`` writing as ``footnotes search`` reads) the batch read can fail
         with chromadb's InternalError "Error finding id": then they are read one by one, and an id that
         still fails counts as not held yet, as an id Chroma lacks does."""
-        try:
-            got = self._collection.get(ids=ids, include=["embeddings"])
-            return list(got["ids"]), list(got["embeddings"]) if got["ids"] else []
-        except Exception as exc:  # chromadb.errors.InternalError, not importable before chromadb is
-            if "finding id" not in str(exc):
-                raise
+        batch = self._read_vectors(ids)
+        if batch is not None:
+            return batch
         held: list[str] = []
         vectors: list[Any] = []
-        for chunk_id in ids:
-            try:
-                got = self._collection.get(ids=[chunk_id], include=["embeddings"])
-            except Exception as exc:
-                if "finding id" not in str(exc):
-                    raise
-                continue
-            held += got["ids"]
-            vectors += list(got["embeddings"]) if got["ids"] else []
+        for one in filter(None, (self._read_vectors([chunk_id]) for chunk_id in ids)):
+            held += one[0]
+            vectors += one[1]
         return held, vectors
+
+    def _read_vectors(self, ids: list[str]) -> tuple[list[str], list[Any]] | None:
+        """(held ids, their vectors), or None where Chroma fails to find one of ``ids`` mid-write."""
+        try:
+            got = self._collection.get(ids=ids, include=["embeddings"])
+        except Exception as exc:  # chromadb.errors.InternalError, not importable before chromadb is
+            if not _finding_id(exc):
+                raise
+            return None
+        return list(got["ids"]), (list(got["embeddings"]) if got["ids"] else [])
 
     def _query(self, vector: np.ndarray, k: int, allowed: Sequence[str] | None) -> list[tuple[str, float]]:
         kwargs: dict[str, Any] = {}
@@ -265,3 +266,8 @@ class DenseIndex:
             **kwargs,
         )
         return [(cid, 1.0 - float(dist)) for cid, dist in zip(res["ids"][0], res["distances"][0])]
+
+
+def _finding_id(exc: Exception) -> bool:
+    """chromadb's InternalError "Error finding id": an id it does not hold (or not yet, mid-write)."""
+    return "finding id" in str(exc)
