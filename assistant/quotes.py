@@ -13,7 +13,9 @@ start of a sentence a capitalised common word ("Based", "However": the generator
 holds it as a lowercase word) is not taken for a name.
 
 The choice is exact: the token maximising score − penalty · [it states an unquoted name or
-number], searched in widening windows of the best-scored tokens (``quoted_argmax``).
+number], searched in widening windows of the best-scored tokens, up to the whole vocabulary
+(``quoted_argmax``): a word begun as the prefix of a quoted one is finished as one, even when the
+model's own best continuations ("Boost" + "ừa") are none of the documents' words.
 
 Within a name or a number the documents often hold several candidates (the years of an article
 all begin "19"), and the generator's memory steers between them: after "19" the model that
@@ -38,8 +40,10 @@ import torch
 from .support import FUNCTION_WORDS
 
 RUN = re.compile(r"[^\W_]+")  # a run of letters and digits
+PARTIAL = "\ufffd"  # how a token holding only some bytes of a character decodes ("ừ" takes several)
+ANSWER_RUN = re.compile(r"(?:[^\W_]|\ufffd)+")  # a run of the answer: a character still being written is one of its letters
 SENTENCE_BREAK = frozenset(".!?:;\n")
-WINDOWS = (16, 256, 4096)  # candidate windows; past the last the unconstrained argmax stands
+WINDOWS = (16, 256, 4096, None)  # candidate windows of the best-scored tokens; None: the whole vocabulary
 
 
 def prefixes(words: Iterable[str]) -> frozenset[str]:
@@ -101,6 +105,8 @@ class Quotable:
     def _quotable(self, run: str, complete: bool, sentence_start: bool) -> bool:
         if not any(c.isdigit() or c.isupper() for c in run):
             return True  # not a name or a number
+        if PARTIAL in run:  # "Boo" + a byte of "ừ": quotable only as a word the texts hold with letters there
+            return self._quotable_partial(run, complete)
         if _case_turns(run):  # "SchlEier", "USAsI": a capital inside a word only as the texts write it
             return run in self.cased_prefixes
         low = run.lower()
@@ -114,6 +120,14 @@ class Quotable:
         return self.common is not None and low in (self.common.words if complete else self.common.prefixes)
 
 
+    def _quotable_partial(self, run: str, complete: bool) -> bool:
+        """Whether a name with characters still being written (``PARTIAL``: each stands for one or more
+        non-ASCII letters, its bytes not all written yet) can be, or begin, a word of the texts."""
+        pattern = re.compile("[^\\x00-\\x7f]+".join(re.escape(part) for part in re.split(f"{PARTIAL}+", run.lower())))
+        match = pattern.fullmatch if complete else pattern.match
+        return any(match(word) for word in self.words)
+
+
 def quoted_argmax(scores: torch.Tensor, before: str, pieces: Sequence[str], quotable: Quotable, penalty: float,
                   eos_ids: Collection[int] = (), focus_penalty: float = 0.0) -> int:
     """argmax_y score(y) − penalty · [y states a name or number ``quotable`` does not admit]
@@ -121,7 +135,7 @@ def quoted_argmax(scores: torch.Tensor, before: str, pieces: Sequence[str], quot
 
     scores: (V,) the combined log-probs of the next token; before: the answer's text so far;
     pieces: each token's text; ``penalty`` in nats (inf: never state an unquoted one). If no
-    admitted token is among the best ``WINDOWS[-1]``, the plain argmax.
+    token of the vocabulary is admitted, the plain argmax.
     """
     return quoted_top(scores, before, pieces, quotable, penalty, eos_ids, 1, focus_penalty)[0][0]
 
@@ -130,14 +144,14 @@ def quoted_top(scores: torch.Tensor, before: str, pieces: Sequence[str], quotabl
                eos_ids: Collection[int] = (), n: int = 1, focus_penalty: float = 0.0) -> list[tuple[int, float]]:
     """The ``n`` best tokens by score − penalty · [unquoted name or number] − focus_penalty ·
     [quoted, but not from the focus], as (token, penalised score), best first (fewer when fewer
-    have a finite score among the best ``WINDOWS[-1]``; the plain top ``n`` when none has). Exact:
-    the candidate window widens until no token below it can enter the list."""
+    have a finite score; the plain top ``n`` when none has). Exact: the candidate window widens,
+    up to the whole vocabulary, until no token below it can enter the list."""
     costs = (0.0, focus_penalty, penalty)  # by Quotable.tier
     vocab = scores.shape[-1]
     n = min(n, vocab)
     found: list[tuple[float, int]] = []  # (penalised score, token), best first
     for window in WINDOWS:
-        values, ids = scores.topk(min(max(window, n), vocab))
+        values, ids = scores.topk(vocab if window is None else min(max(window, n), vocab))
         found = []
         for value, token in zip(values.tolist(), ids.tolist()):
             if len(found) >= n and value <= found[n - 1][0]:  # sorted: nothing further down can enter
@@ -206,9 +220,9 @@ def _case_turns(run: str) -> bool:
 
 def _touched_runs(text: str, start: int) -> Iterator[re.Match[str]]:
     """The runs of ``text`` from ``start`` on, the first one from its beginning if ``start`` falls inside it."""
-    while start > 0 and text[start - 1].isalnum():
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] == PARTIAL):
         start -= 1
-    return RUN.finditer(text, start)
+    return ANSWER_RUN.finditer(text, start)
 
 
 def _sentence_start(text: str, index: int) -> bool:

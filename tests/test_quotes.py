@@ -57,6 +57,22 @@ def test_the_end_of_the_answer_completes_the_last_word(quotable):
     assert quotable.admits("The capital is Yerevan", "", final=True) is True
 
 
+@pytest.mark.parametrize("before,piece,final,ok", [
+    ("The commander was Frank Boost", "\ufffd", False, False),  # "Boost" + a byte of "ừ": no word of the texts
+    ("The commander was Frank Boost\ufffd", "\ufffda", False, False),  # the rest of "ừ", then "a"
+    ("The commander was Frank Boo", "st", False, True),
+    ("The singer was Nguy", "\ufffd", False, True),  # the first bytes of the chunk's "Nguyễn"
+    ("The singer was Nguy\ufffd", "\ufffd", False, True),  # more of them
+    ("The singer was Nguy\ufffd", "n", False, True),
+    ("The singer was Nguy\ufffd", "", True, False),  # "Nguyễ" is not a word of the texts
+    ("The singer was Nguy\ufffdn", "", True, True),
+    ("The word is boo", "\ufffd", False, True),  # a lowercase word is free, whatever its letters
+])
+def test_characters_written_byte_by_byte_are_letters_of_the_word(before, piece, final, ok):
+    quotable = Quotable(["Frank Boost met Nguyễn in Huế."])
+    assert quotable.admits(before, piece, final) is ok
+
+
 def test_words_are_compared_in_any_case(quotable):
     assert quotable.admits("It is", " YEREVAN,") and quotable.admits("it is", " yerevan")
 
@@ -90,8 +106,12 @@ def test_quoted_argmax_beyond_the_first_window(quotable):
     scores = torch.linspace(10, 0, len(pieces))
     assert quoted_argmax(scores, "The capital is", pieces, quotable, math.inf) == 3000
     assert quoted_argmax(scores, "The capital is", pieces, quotable, 1.0) == 0  # a soft penalty lets the best win
-    past = [" Bak"] * 5000 + [" Y"]  # none among the best 4096: the model's own choice stands (labelled "model")
-    assert quoted_argmax(torch.linspace(10, 0, len(past)), "The capital is", past, quotable, math.inf) == 0
+    past = [" Bak"] * 5000 + [" Y"]  # none among the best 4096: the search goes on over the whole vocabulary
+    assert quoted_argmax(torch.linspace(10, 0, len(past)), "The capital is", past, quotable, math.inf) == 5000
+    begun = [" Yere"] + ["ừa"] * 5000 + ["van"]  # a begun name is finished as the documents' word, however unlikely
+    assert quoted_argmax(torch.linspace(10, 0, len(begun)), "The capital is Yere", begun, quotable, math.inf) == 5001
+    nowhere = [" Bak"] * 5000  # no token of the vocabulary is admitted: the model's own choice stands ("model")
+    assert quoted_argmax(torch.linspace(10, 0, len(nowhere)), "The capital is", nowhere, quotable, math.inf) == 0
 
 
 def test_quoted_top_is_the_penalised_top_n(quotable):
