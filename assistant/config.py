@@ -93,6 +93,7 @@ class AnswerConfig:
     quote_focus_penalty: float = 1.0  # with quote_penalty: names and numbers of the chunks that are not in the sentences the question points to (assistant/focus.py) cost this many nats, so that the answer states the value of the sentence about what was asked; 0 = off
     quote_focus_ratio: float = 0.8  # the focus (these sentences, also what context_focus restates): every one scoring at least this share of the best-matching sentence
     context_focus: bool = True  # each chunk's prompt restates, after the chunk, its sentences the question points to (the focus, assistant/focus.py; quote_focus_ratio), so the generator copies the asked-for value from next to the question; false = the chunk alone
+    quote_routing: float = 3.5  # rag-token, with quote_penalty: where the mixture's choice writes a name (a capitalised word that is not the question's; not a number), each chunk's weight p(z|x) is multiplied by exp(this × JSD(p(·|x,z) ‖ p(·|x,∅)), in bits), so the chunk that says something else outweighs the chunks that only echo the model's memory (docs/grounding.md); 0 = off
     quote_contrast: float = 0.0  # with quote_penalty: α of context-aware decoding applied only inside names and numbers (the year's digits after "19"), among the quotable tokens the mixture finds plausible; 0 = off
     quote_plausibility: float = 0.1  # β for quote_contrast: a token needs p >= β · p(the mixture's choice)
     quote_conflict: float = 0.0  # quote_contrast acts only where the documents made the mixture's own choice more than this many nats less likely than the model alone
@@ -132,6 +133,8 @@ class AnswerConfig:
             raise ConfigError("answer.quote_focus_penalty must be >= 0 nats (0 = off)")
         if not 0 < self.quote_focus_ratio <= 1:
             raise ConfigError("answer.quote_focus_ratio must be in (0, 1] (1 = only the best-matching sentences)")
+        if not (math.isfinite(self.quote_routing) and self.quote_routing >= 0):
+            raise ConfigError("answer.quote_routing must be a finite number >= 0 (0 = off)")
         if not (math.isfinite(self.quote_contrast) and self.quote_contrast >= 0):
             raise ConfigError("answer.quote_contrast must be >= 0 (0 = off)")
         if not (math.isfinite(self.quote_conflict) and self.quote_conflict >= 0):

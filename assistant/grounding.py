@@ -41,6 +41,19 @@ def jensen_shannon(p_logprobs: torch.Tensor, q_logprobs: torch.Tensor) -> torch.
     return ((kl_pm + kl_qm) / (2 * LN2)).clamp(0.0, 1.0)
 
 
+def disagreement_prior(doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor, doc_logprior: torch.Tensor,
+                       weight: float) -> torch.Tensor:
+    """log p'(z) ∝ log p(z|x) + weight · JSD(p(·|x,z,y_<i) ‖ p(·|x,∅,y_<i)): the chunks re-weighted by how much
+    each one's next-token distribution departs from the model's memory (the null document's). A chunk silent on
+    what is being written echoes the memory (JSD ≈ 0) and keeps its share; the one that says something else
+    gains up to e^weight against it.
+
+    doc_logprobs: (k, V); null_logprobs: (V,); doc_logprior: (k,).  Returns (k,), normalised.
+    """
+    scores = doc_logprior + weight * jensen_shannon(doc_logprobs, null_logprobs.unsqueeze(0))  # (k,)
+    return scores - torch.logsumexp(scores, dim=0)
+
+
 def adaptive_context_weight(doc_logprobs: torch.Tensor, null_logprobs: torch.Tensor) -> torch.Tensor:
     """AdaCAD's per-token α = JSD(p(·|x,z) ‖ p(·|x,∅)): large only where the chunk and the model's
     memory disagree, so agreeing steps decode as plain RAG.

@@ -37,6 +37,8 @@ from typing import Collection, Iterable, Iterator, Sequence
 
 import torch
 
+from .grounding import disagreement_prior
+from .marginals import rag_token_marginalize
 from .support import FUNCTION_WORDS
 
 RUN = re.compile(r"[^\W_]+")  # a run of letters and digits
@@ -68,8 +70,10 @@ class Quotable:
     ``texts`` (the retrieved chunks, the question), in any case; and the function words, in
     lowercase, as "I", or capitalised at a sentence start ("The"; not "BEFORE" or "Her" inside one)."""
 
-    def __init__(self, texts: Iterable[str], common: CommonWords | None = None, focus: Quotable | None = None) -> None:
+    def __init__(self, texts: Iterable[str], common: CommonWords | None = None, focus: Quotable | None = None,
+                 question: str = "") -> None:
         runs = [r for t in texts for r in RUN.findall(t)]
+        self.asked = prefixes(r.lower() for r in RUN.findall(question))  # the question's words (``writes_new_name``)
         self.words = frozenset(r.lower() for r in runs)
         self.prefixes = prefixes(self.words)
         self.cased_prefixes = prefixes(r for r in runs if _case_turns(r))  # "iPhone", "McDonald": as written
@@ -99,6 +103,16 @@ class Quotable:
         text = before + piece
         for m in _touched_runs(text, len(before)):
             if m.end() > len(before) and _is_name(m.group()):
+                return True
+        return False
+
+    def writes_new_name(self, before: str, piece: str) -> bool:
+        """Whether ``piece`` writes part of a name that is not a number and not one of the question's words
+        ("Kurd" after "The official language is", not "Afghan" nor "19")."""
+        text = before + piece
+        for m in _touched_runs(text, len(before)):
+            run = m.group()
+            if m.end() > len(before) and _is_name(run) and not any(c.isdigit() for c in run) and run.lower() not in self.asked:
                 return True
         return False
 
@@ -167,6 +181,25 @@ def quoted_top(scores: torch.Tensor, before: str, pieces: Sequence[str], quotabl
         values, ids = scores.topk(n)
         return list(zip(ids.tolist(), values.tolist()))
     return [(token, score) for score, token in found[:n]]
+
+
+def routed_scores(scores: torch.Tensor, row_logprobs: torch.Tensor, doc_logprior: torch.Tensor, before: str,
+                  pieces: Sequence[str], quotable: Quotable, weight: float) -> torch.Tensor:
+    """The RAG-Token mixture under :func:`assistant.grounding.disagreement_prior` where the mixture's own choice
+    writes a new name (:meth:`Quotable.writes_new_name`), else ``scores``.
+
+    The chunks that say nothing about the name being written give the model's memory ("Pashtun") and,
+    retrieved from the same article, outvote the one chunk that states the documents' value ("Kurdish and Dari
+    are the official languages"); re-weighted by how far each departs from the null document, that one
+    decides. Numbers are left alone: every chunk mentioning some year departs from the memory at a digit.
+
+    scores: (V,) the mixture's log-probs; row_logprobs: (k + 1, V), the chunks' then the null document's;
+    doc_logprior: (k,) log p(z|x).
+    """
+    if weight <= 0 or not quotable.writes_new_name(before, _piece(pieces, int(scores.argmax()))):
+        return scores
+    docs, null = row_logprobs[:-1].float(), row_logprobs[-1].float()
+    return rag_token_marginalize(docs, disagreement_prior(docs, null, doc_logprior.float(), weight))  # (V,)
 
 
 def value_contrast(scores: torch.Tensor, null_logprobs: torch.Tensor, chosen: int, before: str, pieces: Sequence[str],

@@ -87,15 +87,18 @@ for _p in (1.0, 2.0, 4.0, 8.0):
 VARIANTS["nocontextfocus"] = {"quote_penalty": math.inf, "context_focus": False}  # the default before
 for _p in (0.0, 2.0):
     VARIANTS[f"contextfocus-f{_p:g}"] = {"quote_penalty": math.inf, "quote_focus_penalty": _p, "context_focus": True}
+# the chunks re-weighted by their departure from the null document where the answer writes a name (answer.quote_routing)
+VARIANTS["noquoterouting"] = {"quote_penalty": math.inf, "context_focus": True, "quote_routing": 0.0}  # the default before
 VARIANTS["nofocus"] = {"quote_penalty": math.inf, "quote_focus_penalty": 0.0, "context_focus": False}  # before the focus tier
 # the retrieval prior alone at its old default (T = 0.05, no question likelihood), whatever the defaults are now
 VARIANTS["plain-retrieval"] = {**VARIANTS["plain"], "prior_temperature": 0.05, "prior_question_weight": 0.0}
 VARIANTS["mix1-apc.3-retrieval"] = {**VARIANTS["mix1-apc.3"], "prior_temperature": 0.05, "prior_question_weight": 0.0}
 
-for _name, _settings in VARIANTS.items():  # every named variant but "default" as measured: without the quote constraint
-    if _name != "default":  # and without the focus restated in the prompts, unless they say so
+for _name, _settings in VARIANTS.items():  # every named variant but "default" as measured: without the quote constraint,
+    if _name != "default":  # the focus restated in the prompts and the routing at names, unless they say so
         _settings.setdefault("quote_penalty", 0.0)
         _settings.setdefault("context_focus", False)
+        _settings.setdefault("quote_routing", 0.0)
 
 
 def parse_variants(spec: str) -> dict[str, dict]:

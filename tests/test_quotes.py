@@ -11,6 +11,7 @@ import torch
 
 from assistant.config import AnswerConfig, ModeTables
 from assistant.engine import load_mode
+from assistant.grounding import jensen_shannon
 from assistant.quotes import CommonWords, Quotable, quoted_argmax
 from knowledge.errors import ConfigError
 from tests import tinylm
@@ -237,3 +238,57 @@ def test_value_contrast_only_where_the_documents_lowered_the_choice(quotable):
     lowered = torch.log(torch.tensor([1e-9, 0.01, 0.01, 0.001, 0.95, 0.02, 1e-3, 1e-3, 1e-3, 1e-3]))  # alone: "6" more
     assert value_contrast(mix, lowered, 4, "In 19", DIGITS, both, 1.0, beta=0.05) == 3
     assert value_contrast(mix, lowered, 4, "In 19", DIGITS, both, 1.0, beta=0.05, conflict=0.5) == 4
+
+
+LANGUAGES = ["", " The", " is", " Pash", " Kurd", " Afghan", " 19", "5", " official"]
+
+
+def _rows(*probs: list[float]) -> torch.Tensor:
+    return torch.log(torch.tensor(probs))  # (rows, V)
+
+
+def test_routing_lets_the_chunk_that_departs_from_the_memory_name_the_value():
+    """Two chunks echo the model's memory (" Pash" as under ∅); the third, with less prior, states " Kurd".
+    The plain mixture writes " Pash"; re-weighted by how far each chunk departs from ∅, " Kurd"."""
+    from assistant.marginals import rag_token_marginalize
+    from assistant.quotes import routed_scores
+
+    memory = [1e-6, 0.05, 0.05, 0.8, 0.02, 0.02, 0.02, 0.02, 0.02 - 1e-6]
+    informed = [1e-6, 0.05, 0.05, 0.05, 0.77, 0.02, 0.02, 0.02, 0.02 - 1e-6]
+    rows = _rows(memory, memory, informed, memory)  # the chunks, then ∅
+    prior = torch.log(torch.tensor([0.5, 0.3, 0.2]))
+    quotable = Quotable(["Kurdish and Pashto are the official languages of Afghanistan in 1958."],
+                        question="What is an official language of Afghanistan?")
+    scores = rag_token_marginalize(rows[:-1], prior)
+    assert int(scores.argmax()) == 3  # " Pash": 0.8 · 0.8 + 0.2 · 0.05
+    routed = routed_scores(scores, rows, prior, "The official language is", LANGUAGES, quotable, 3.5)
+    assert int(routed.argmax()) == 4  # " Kurd"
+    # by hand: the echoing chunks' JSD from ∅ is 0, so the informed one's weight is 0.2 · e^(3.5 · JSD) against 0.8
+    jsd = float(jensen_shannon(rows[2], rows[3]))
+    share = 0.2 * math.exp(3.5 * jsd) / (0.8 + 0.2 * math.exp(3.5 * jsd))
+    assert math.exp(float(routed[4])) == pytest.approx(share * 0.77 + (1 - share) * 0.02, rel=1e-5)
+    assert torch.equal(routed_scores(scores, rows, prior, "The official language is", LANGUAGES, quotable, 0.0), scores)
+
+
+def test_routing_leaves_numbers_the_question_and_other_words_alone():
+    from assistant.marginals import rag_token_marginalize
+    from assistant.quotes import routed_scores
+
+    quotable = Quotable(["Kurdish and Pashto are the official languages of Afghanistan in 1958."],
+                        question="What is an official language of Afghanistan?")
+    prior = torch.log(torch.tensor([0.5, 0.3, 0.2]))
+    for wanted, before in ((6, "It was in"), (5, "The language of"), (8, "Kurdish is an")):  # " 19", " Afghan", " official"
+        memory = [1e-6] + [0.02] * 8
+        memory[wanted] = 1 - 0.16 - 1e-6
+        other = list(memory)
+        other[wanted], other[4] = other[4], other[wanted]
+        rows = _rows(memory, memory, other, memory)
+        scores = rag_token_marginalize(rows[:-1], prior)
+        assert int(scores.argmax()) == wanted
+        assert torch.equal(routed_scores(scores, rows, prior, before, LANGUAGES, quotable, 3.5), scores), before
+
+
+def test_quote_routing_is_validated():
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(ConfigError, match="quote_routing"):
+            AnswerConfig(quote_routing=bad)

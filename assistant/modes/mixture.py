@@ -16,7 +16,7 @@ from ..decoding import (Choose, Combine, Contrast, Shortlist, TokenStep, argmax_
                         grounded_mixture, mixture)
 from ..generator import Generator
 from ..lockstep import LockstepBatch
-from ..quotes import Quotable, quoted_argmax, quoted_top, value_contrast
+from ..quotes import Quotable, quoted_argmax, quoted_top, routed_scores, value_contrast
 from ..text_stream import TokenTexts
 
 
@@ -49,7 +49,7 @@ def stream_grounded(
     if len(prompts) != doc_logprior.shape[0] + 1:
         raise ValueError(f"{len(prompts)} prompts for {doc_logprior.shape[0]} prior values: the null prompt comes last")
     yield from _decode(generator, prompts, grounded_mixture(doc_logprior, contrast_of(config)), config, beam_size,
-                       prefilled=prefilled, quotable=quotable)
+                       prefilled=prefilled, quotable=quotable, doc_logprior=doc_logprior)
 
 
 def decoding_batch(generator: Generator, prompts: Sequence[Sequence[int]], beam_size: int = 1) -> Any:
@@ -74,17 +74,24 @@ def quote_shortlist(generator: Generator, quotable: Quotable | None, config: Ans
     return shortlist
 
 
-def quote_choice(generator: Generator, quotable: Quotable, config: AnswerConfig) -> Choose:
+def quote_choice(generator: Generator, quotable: Quotable, config: AnswerConfig,
+                 doc_logprior: torch.Tensor | None = None) -> Choose:
     """Greedy's choice with unquoted names and numbers costing ``config.quote_penalty`` nats (0: the
     argmax), and within names and numbers the contrast with the null document (the last row) of
-    ``config.quote_contrast`` (:func:`assistant.quotes.value_contrast`). Beam search ranks the
-    shortlists of :func:`quote_shortlist` instead (without the contrast)."""
+    ``config.quote_contrast`` (:func:`assistant.quotes.value_contrast`). Given the chunks' prior
+    (k > 1) and plain mixing (no ``context_weight`` contrast), a new name is chosen from the mixture
+    re-weighted by ``config.quote_routing`` (:func:`assistant.quotes.routed_scores`). Beam search ranks the
+    shortlists of :func:`quote_shortlist` instead (without the contrast or the routing)."""
     if config.quote_penalty <= 0:
         return argmax_choice
     pieces, eos = generator.token_pieces, generator.eos_ids
+    routing = config.quote_routing if doc_logprior is not None and doc_logprior.shape[0] > 1 and not contrast_of(
+        config).active else 0.0
 
     def choose(ids: Sequence[int], scores: torch.Tensor, row_logprobs: torch.Tensor) -> int:
         before = generator.decode(ids)
+        if routing > 0:
+            scores = routed_scores(scores, row_logprobs, doc_logprior, before, pieces, quotable, routing)
         token = quoted_argmax(scores, before, pieces, quotable, config.quote_penalty, eos, config.quote_focus_penalty)
         if config.quote_contrast <= 0 or token in eos:
             return token
@@ -102,11 +109,13 @@ def contrast_of(config: AnswerConfig) -> Contrast:
 def _decode(
     generator: Generator, prompts: Sequence[Sequence[int]], combine: Combine, config: AnswerConfig, beam_size: int,
     *, prefilled: tuple[Any, torch.Tensor] | None = None, quotable: Quotable | None = None,
+    doc_logprior: torch.Tensor | None = None,
 ) -> Iterator[tuple[TokenStep, str]]:
-    """``quotable``: the names and numbers the answer may state (``config.quote_penalty``), or None."""
+    """``quotable``: the names and numbers the answer may state (``config.quote_penalty``), or None;
+    ``doc_logprior``: the chunks' (k,) prior, for the routing at names (greedy)."""
     batch, first = prefilled or (decoding_batch(generator, prompts, beam_size), None)
     if beam_size == 1:
-        choose = quote_choice(generator, quotable, config) if quotable is not None else argmax_choice
+        choose = quote_choice(generator, quotable, config, doc_logprior) if quotable is not None else argmax_choice
         with nullcontext(batch) if prefilled else batch:
             yield from with_texts(generator, greedy(batch, combine, generator.eos_ids, config.max_new_tokens, choose,
                                                     first_logprobs=first), config.stop)
