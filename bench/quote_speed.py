@@ -1,17 +1,20 @@
-"""What the quote constraint and the restated focus cost a rag-token answer.
+"""What the quote constraint, the restated focus and the routing at names cost a rag-token answer.
 
-``answer.quote_penalty`` (assistant/quotes.py) and ``answer.context_focus`` (assistant/prompts.py).
+``answer.quote_penalty`` (assistant/quotes.py), ``answer.context_focus`` (assistant/prompts.py) and
+``answer.quote_routing`` (assistant/quotes.py, ``routed_scores``).
 
     .venv/bin/python bench/quote_speed.py [--questions 20] [--rounds 2] [--threads 1] [--no-write]
 
 Counterfactual dev questions over their corpus (``bench/counterfactual_data.py``; the index is the
 one bench/grounding.py builds), k = 5, the default ``[answer]`` settings with the constraint off
 (``quote_penalty = 0``, the baseline), on without the focus restated in the prompts
-(``context_focus = false``), and the default, the arms taking turns question by question (each
-first in turn, so the prefix cache favours none). Reported: seconds per answer and per generated
-token; the ratio of the per-token times is the constraint's cost (each step it decodes the answer
-so far and checks the best tokens' names and numbers against the chunks), the ratio of the seconds
-per answer between the last two arms the restatement's (a longer prefill).
+(``context_focus = false``), the default without the routing (``quote_routing = 0``), and the
+default, the arms taking turns question by question (each first in turn, so the prefix cache
+favours none). Reported: seconds per answer and per generated token; the ratio of the per-token
+times is the constraint's cost (each step it decodes the answer so far and checks the best tokens'
+names and numbers against the chunks), the ratio of the seconds per answer between the second arm
+and the default the restatement's (a longer prefill), between the last two the routing's (a
+Jensen-Shannon divergence per chunk at the steps writing a name).
 """
 
 from __future__ import annotations
@@ -62,14 +65,16 @@ def main() -> None:
         kb.close()
     on = AnswerConfig(k=5)
     unfocused = "on, the focus not restated (context_focus = false)"
+    unrouted = "the default without the routing at names (quote_routing = 0)"
     arms = {"off (quote_penalty = 0)": replace(on, quote_penalty=0.0, context_focus=False),
             unfocused: replace(on, context_focus=False),
+            unrouted: replace(on, quote_routing=0.0),
             f"on (the default: quote_penalty = {on.quote_penalty:g}, quote_focus_penalty = {on.quote_focus_penalty:g}, "
-            "context_focus = true)": on}
+            f"context_focus = true, quote_routing = {on.quote_routing:g})": on}
     modes = {name: load_mode("rag-token", generator, config) for name, config in arms.items()}
     seconds: dict[str, list[float]] = {name: [] for name in arms}
     tokens: dict[str, int] = {name: 0 for name in arms}
-    changed = restated = 0
+    changed = restated = routed = 0
     names = list(arms)
     for r in range(args.rounds):
         for i, (q, h) in enumerate(zip(queries, hits)):
@@ -84,6 +89,7 @@ def main() -> None:
                 texts[name] = answer.text
             changed += r == 0 and texts[names[0]] != texts[unfocused]
             restated += r == 0 and texts[unfocused] != texts[names[-1]]
+            routed += r == 0 and texts[unrouted] != texts[names[-1]]
         print(f"round {r + 1}/{args.rounds} done", flush=True)
     base = names[0]
     per_token = {name: sum(seconds[name]) / max(tokens[name], 1) for name in arms}
@@ -95,7 +101,7 @@ def main() -> None:
                     f"{per_token[name] / per_token[base]:.2f}× |")
     table = "\n".join(rows)
     print(table)
-    print(f"answers the constraint changed: {changed} of {len(queries)}; the restated focus: {restated}")
+    print(f"answers the constraint changed: {changed} of {len(queries)}; the restated focus: {restated}; the routing: {routed}")
     if not args.no_write:
         write_section(HEADING, f"""`.venv/bin/python bench/quote_speed.py --questions {args.questions} --rounds {args.rounds} \
 --threads {args.threads}` ({machine()}).
@@ -104,11 +110,12 @@ rag-token at k = 5 with the default `[answer]` settings, {len(queries)} counterf
 retrieved chunks fixed), {args.rounds} rounds, the arms taking turns question by question, each arm first in turn.
 A step of the constraint decodes the answer so far and checks the best tokens' names and numbers against the
 chunks and the question (assistant/quotes.py); the restated focus lengthens the prompts of the chunks holding a
-focus sentence (assistant/prompts.py); seconds per token include the prefill, divided over the tokens.
+focus sentence (assistant/prompts.py); the routing computes a Jensen-Shannon divergence per chunk at the steps writing a
+name (assistant/quotes.py); seconds per token include the prefill, divided over the tokens.
 
 {table}
 
-The constraint changed {changed} of the {len(queries)} answers; the restated focus changed {restated} (against the arm without it).
+The constraint changed {changed} of the {len(queries)} answers; the restated focus changed {restated} and the routing {routed} (each against the arm without it).
 """)
 
 
