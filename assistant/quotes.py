@@ -133,7 +133,6 @@ class Quotable:
             return True
         return self.common is not None and low in (self.common.words if complete else self.common.prefixes)
 
-
     def _quotable_partial(self, run: str, complete: bool) -> bool:
         """Whether a name with characters still being written (``PARTIAL``: each stands for one or more
         non-ASCII letters, its bytes not all written yet) can be, or begin, a word of the texts."""
