@@ -86,3 +86,46 @@ def test_quoted_numbers_follow_the_documents_where_they_contradict_the_model(gen
     digits = [t for t in quoted.tokens if t.text.strip() and t.text.strip() in "1876"]
     sources = [c.source for c in quoted.chunks]
     assert digits and all(t.support.label == "document" and sources[t.support.chunk] == "doc0.md" for t in digits)
+
+
+AFGHANISTAN = [  # the documents' "Kurdish" against the model's memory ("Pashto"); two chunks silent on it
+    "Afghanistan is a landlocked country at the crossroads of Central and South Asia. It is bordered by Pakistan to "
+    "the east and south, Iran to the west, and Turkmenistan, Uzbekistan and Tajikistan to the north. Its capital and "
+    "largest city is Kabul. The Pashtun people are the largest ethnic group.",
+    "The history of Afghanistan as a state began in 1747 with its founding by Ahmad Shah Durrani. Afghanistan became "
+    "a buffer state in the Great Game between the British Empire and the Russian Empire. Pashtun tribes dominated its "
+    "politics.",
+    "Kurdish and Dari are the official languages of Afghanistan; bilingualism is very common. Other languages, "
+    "including Uzbek, Arabic, Turkmen and Balochi, are the native tongues of minority groups across the country.",
+]
+
+
+class RankedRetriever:
+    """Test double for the retriever: the chunks in the given order, with close dense scores."""
+
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    def search(self, query, k):
+        from knowledge.types import Hit
+
+        return [Hit(c, 0.9 - 0.01 * i, dense_score=0.9 - 0.01 * i, bm25_score=1.0) for i, c in enumerate(self.chunks[:k])]
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 0, 1)])
+def test_routing_at_names_lets_the_chunk_that_states_the_value_outweigh_the_silent_ones(generator, order):
+    """The two chunks silent on the official language give the model's "Pashtun" (a word they hold), and
+    outvote the chunk that says "Kurdish", even as the first hit; with answer.quote_routing (the default)
+    that chunk decides where the answer writes the name, and its tokens are "document" with that chunk."""
+    chunks = tinylm.make_chunks(AFGHANISTAN)
+    retriever = RankedRetriever([chunks[i] for i in order])
+    question = "What is an official language of Afghanistan?"
+    plain = DialogueEngine(retriever, generator, AnswerConfig(k=3, max_new_tokens=24, quote_routing=0.0)).ask(question)
+    assert "Pashtun" in plain.text and "Kurdish" not in plain.text
+    routed = DialogueEngine(retriever, generator, AnswerConfig(k=3, max_new_tokens=24)).ask(question)
+    assert "Kurdish" in routed.text
+    sources = [c.source for c in routed.chunks]
+    start = routed.text.index("Kurdish")
+    ends = [len("".join(t.text for t in routed.tokens[: i + 1])) for i in range(len(routed.tokens))]
+    name = [t for t, end in zip(routed.tokens, ends) if start < end and end - len(t.text) < start + len("Kurdish")]
+    assert name and all(t.support.label == "document" and sources[t.support.chunk] == "doc2.md" for t in name)
