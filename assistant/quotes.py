@@ -14,8 +14,9 @@ holds it as a lowercase word) is not taken for a name.
 
 The choice is exact: the token maximising score − penalty · [it states an unquoted name or
 number], searched in widening windows of the best-scored tokens, up to the whole vocabulary
-(``quoted_argmax``): a word begun as the prefix of a quoted one is finished as one, even when the
-model's own best continuations ("Boost" + "ừa") are none of the documents' words.
+(``quoted_argmax``): a word begun as the prefix of a quoted one is finished as one, even when none
+of the model's best continuations is. A character written byte by byte ("ừ") is a letter of its
+word while it is being written (``PARTIAL``): "Boost" + the bytes of "ừ" is no beginning of a quoted word.
 
 Within a name or a number the documents often hold several candidates (the years of an article
 all begin "19"), and the generator's memory steers between them: after "19" the model that
