@@ -101,21 +101,13 @@ class Quotable:
     def states_name(self, before: str, piece: str) -> bool:
         """Whether ``piece`` writes part of a name or a number (a run with a capital letter or a
         digit that is not a function word)."""
-        text = before + piece
-        for m in _touched_runs(text, len(before)):
-            if m.end() > len(before) and _is_name(m.group()):
-                return True
-        return False
+        return any(True for _ in _names_written(before, piece))
 
     def writes_new_name(self, before: str, piece: str) -> bool:
         """Whether ``piece`` writes part of a name that is not a number and not one of the question's words
         ("Kurd" after "The official language is", not "Afghan" nor "19")."""
-        text = before + piece
-        for m in _touched_runs(text, len(before)):
-            run = m.group()
-            if m.end() > len(before) and _is_name(run) and not any(c.isdigit() for c in run) and run.lower() not in self.asked:
-                return True
-        return False
+        return any(not any(c.isdigit() for c in run) and run.lower() not in self.asked
+                   for run in _names_written(before, piece))
 
     def _quotable(self, run: str, complete: bool, sentence_start: bool) -> bool:
         if not any(c.isdigit() or c.isupper() for c in run):
@@ -240,6 +232,14 @@ def value_contrast(scores: torch.Tensor, null_logprobs: torch.Tensor, chosen: in
 
 def _piece(pieces: Sequence[str], token: int) -> str:
     return pieces[token] if token < len(pieces) else ""
+
+
+def _names_written(before: str, piece: str) -> Iterator[str]:
+    """The names and numbers (:func:`_is_name`) that ``piece``, appended to ``before``, writes part of."""
+    text = before + piece
+    for m in _touched_runs(text, len(before)):
+        if m.end() > len(before) and _is_name(m.group()):
+            yield m.group()
 
 
 def _is_name(run: str) -> bool:
