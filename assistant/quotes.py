@@ -7,8 +7,10 @@ the generator's memory ("the capital is Yerevan" against its "Baku"), the memori
 in any chunk, so the answer cannot state it, and the next-best word the documents do contain
 takes its place. Everything else (function words, lowercase words, punctuation) decodes as before.
 
-Words are compared as lowercase runs of letters and digits ("1,874" is the runs "1" and "874"), so
-"Europe" is a prefix of the documents' "European" and passes while it is being written. At the
+Words are compared as lowercase runs of letters and digits, so "Europe" is a prefix of the
+documents' "European" and passes while it is being written. A number is also compared whole, with
+its separators, as the texts write it (``NUMBER``): "41,270,000", not "41.270 million" nor a "27" cut
+from "27,164,342". At the
 start of a sentence a capitalised common word ("Based", "However": the generator's vocabulary
 holds it as a lowercase word) is not taken for a name.
 
@@ -44,6 +46,8 @@ from .support import FUNCTION_WORDS
 
 RUN = re.compile(r"[^\W_]+")  # a run of letters and digits
 PARTIAL = "\ufffd"  # how a token holding only some bytes of a character decodes ("ừ" takes several)
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")  # a number as written: "41,270,000", "3.5", the "1960" of "1960s"
+NUMBER_SEPARATORS = ".,"
 ANSWER_RUN = re.compile(r"(?:[^\W_]|\ufffd)+")  # a run of the answer: a character still being written is one of its letters
 SENTENCE_BREAK = frozenset(".!?:;\n")
 WINDOWS = (16, 256, 4096, None)  # candidate windows of the best-scored tokens; None: the whole vocabulary
@@ -73,11 +77,14 @@ class Quotable:
 
     def __init__(self, texts: Iterable[str], common: CommonWords | None = None, focus: Quotable | None = None,
                  question: str = "") -> None:
+        texts = list(texts)
         runs = [r for t in texts for r in RUN.findall(t)]
         self.asked = prefixes(r.lower() for r in RUN.findall(question))  # the question's words (``writes_new_name``)
         self.words = frozenset(r.lower() for r in runs)
         self.prefixes = prefixes(self.words)
         self.cased_prefixes = prefixes(r for r in runs if _case_turns(r))  # "iPhone", "McDonald": as written
+        self.numbers = frozenset(n for t in texts for n in NUMBER.findall(t))  # with their separators
+        self.number_prefixes = prefixes(self.numbers)
         self.common = common
         self.focus = focus  # the preferred tier: the sentences the question points to (assistant.focus)
 
@@ -96,7 +103,7 @@ class Quotable:
             complete = final or m.end() < len(text)
             if not self._quotable(m.group(), complete, _sentence_start(text, m.start())):
                 return False
-        return True
+        return all(self._quotable_number(m.group(), text[m.end():], final) for m in _touched_numbers(text, len(before)))
 
     def states_name(self, before: str, piece: str) -> bool:
         """Whether ``piece`` writes part of a name or a number (a run with a capital letter or a
@@ -125,6 +132,21 @@ class Quotable:
         if low in (FUNCTION_WORDS if complete else FUNCTION_PREFIXES):
             return True
         return self.common is not None and low in (self.common.words if complete else self.common.prefixes)
+
+    def _quotable_number(self, number: str, after: str, final: bool) -> bool:
+        """Whether ``number``, followed by ``after`` in the answer, is written as the texts write it: "41,270,000", not
+        "41.270" nor "41" of it. Still open (``after`` empty), a prefix of one of theirs suffices.
+
+        A separator after it either goes on ("41," of "41,270") or is punctuation ("born in 1889, in ..."). As
+        punctuation it may not be the other separator of a number the texts go on writing ("27." where they write
+        "27,164,342": the answer meant "27.164 million"), so that the number is finished as written, not cut."""
+        sep = after[:1] if after[:1] in NUMBER_SEPARATORS and not after[1:2].isdigit() else ""
+        if not sep:
+            return number in (self.number_prefixes if not after and not final else self.numbers)
+        goes_on = not final and after == sep and number + sep in self.number_prefixes
+        ends = number in self.numbers and not any(number + other in self.number_prefixes
+                                                  for other in NUMBER_SEPARATORS if other != sep)
+        return goes_on or ends
 
     def _quotable_partial(self, run: str, complete: bool) -> bool:
         """Whether a name with characters still being written (``PARTIAL``: each stands for one or more
@@ -256,6 +278,15 @@ def _touched_runs(text: str, start: int) -> Iterator[re.Match[str]]:
     while start > 0 and (text[start - 1].isalnum() or text[start - 1] == PARTIAL):
         start -= 1
     return ANSWER_RUN.finditer(text, start)
+
+
+def _touched_numbers(text: str, start: int) -> Iterator[re.Match[str]]:
+    """The numbers (``NUMBER``) of ``text`` from ``start`` on, the first one from its beginning if ``start`` falls
+    inside it or just after it ("in 19" + "58"; "41," + "270")."""
+    while start > 0 and (text[start - 1].isdigit() or (text[start - 1] in NUMBER_SEPARATORS and start > 1
+                                                       and text[start - 2].isdigit())):
+        start -= 1
+    return NUMBER.finditer(text, start)
 
 
 def _sentence_start(text: str, index: int) -> bool:

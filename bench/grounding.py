@@ -59,6 +59,7 @@ VARIANTS: dict[str, dict] = {
     "trust": {"system_prompt": TRUST_PROMPT, "context_weight": 0.0, "plausibility": 0.0},
     "trust-cad1-apc": {"system_prompt": TRUST_PROMPT, "context_weight": 1.0, "plausibility": 0.1},
     "default": {},
+    "trust-default": {"system_prompt": TRUST_PROMPT, "quote_penalty": math.inf, "context_focus": True, "quote_routing": 3.5},
 }
 # The prior: the retrieval temperature (T), and the generator's likelihood of the question under each chunk (q, the
 # weight of log p(x|z) in p(z|x) ∝ exp(s/T) · p(x|z)^q), with plain decoding and with the recommended contrast.

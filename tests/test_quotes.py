@@ -74,6 +74,38 @@ def test_characters_written_byte_by_byte_are_letters_of_the_word(before, piece, 
     assert quotable.admits(before, piece, final) is ok
 
 
+@pytest.mark.parametrize("before,piece,final,ok", [
+    ("It covers ", "41", False, True),
+    ("It covers 41", ",", False, True),  # "41," of "41,270,000"
+    ("It covers 41,", "270", False, True),
+    ("It covers 41,270,000", " square", False, True),
+    ("It covers 41", ".", False, False),  # "41." would begin no number of the texts, nor end one
+    ("It covers 41.", "270", False, False),  # "41.270 million": not how the texts write it
+    ("It covers 41,270", " million", False, False),  # a number cut short
+    ("It covers 41,270", "", True, False),
+    ("It was born in 1889", ",", False, True),  # "1889" ends at the comma
+    ("It was born in 1889,", " in", False, True),
+    ("It was born in 1889", ".", False, True),
+    ("It was born in 1889.", "5", False, False),
+    ("It was born in 1889.", "", True, True),
+    ("It is 3", ".", False, True),  # "3." of "3.5"
+    ("It is 3.", "5", False, True),
+    ("It is 3.5", "", True, True),
+    ("It was the 1960", "s", False, True),  # the "1960" of "1960s"
+    ("It was the 1960", "", True, False),
+    ("It is 30", "%", False, True),
+    ("About 27", ".", False, False),  # the texts write 27 on as "27,164,342": "27." would cut it ("27.164 million")
+    ("About 27", ",", False, True),
+    ("About 27,", "164", False, True),
+    ("About 27", " million", False, True),
+    ("About 27", "", True, True),
+])
+def test_numbers_are_stated_as_the_texts_write_them(before, piece, final, ok):
+    quotable = Quotable(["Asia covers 41,270,000 square kilometres, about 30% of the land. Huxley was born in 1889, in "
+                         "Godalming, in the 1960s. It is 3.5 m tall. About 27 million people (27,164,342) live there."])
+    assert quotable.admits(before, piece, final) is ok
+
+
 def test_words_are_compared_in_any_case(quotable):
     assert quotable.admits("It is", " YEREVAN,") and quotable.admits("it is", " yerevan")
 
