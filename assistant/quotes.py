@@ -138,14 +138,15 @@ class Quotable:
         "41.270" nor "41" of it. Still open (``after`` empty), a prefix of one of theirs suffices.
 
         A separator after it either goes on ("41," of "41,270") or is punctuation ("born in 1889, in ..."). As
-        punctuation it may not be the other separator of a number the texts go on writing ("27." where they write
-        "27,164,342": the answer meant "27.164 million"), so that the number is finished as written, not cut."""
+        punctuation it may not be the other separator of a number of two digits or more that the texts go on writing
+        ("27." where they write "27,164,342": the answer meant "27.164 million"), so that the number is finished as
+        written, not cut. A single digit ends a sentence or a list item too often ("The answer is 1.") for that."""
         sep = after[:1] if after[:1] in NUMBER_SEPARATORS and not after[1:2].isdigit() else ""
         if not sep:
             return number in (self.number_prefixes if not after and not final else self.numbers)
         goes_on = not final and after == sep and number + sep in self.number_prefixes
-        ends = number in self.numbers and not any(number + other in self.number_prefixes
-                                                  for other in NUMBER_SEPARATORS if other != sep)
+        ends = number in self.numbers and (len(number) < 2 or not any(number + other in self.number_prefixes
+                                                                      for other in NUMBER_SEPARATORS if other != sep))
         return goes_on or ends
 
     def _quotable_partial(self, run: str, complete: bool) -> bool:

@@ -31,6 +31,8 @@ HEADING = "## Grounding: counterfactual questions (documents against the model's
 CORPUS = DATA / "enwiki-cf"
 TRUST_PROMPT = ("You answer questions using only the given context. The context is correct and up to date, even where "
                 "it differs from what you remember. Answer briefly, in one sentence.")
+RESTATE_PROMPT = ("You answer questions using the given context. Answer briefly, in one full sentence that restates "
+                  "what was asked.")
 VARIANTS: dict[str, dict] = {
     "plain": {"context_weight": 0.0, "plausibility": 0.0, "quote_penalty": 0.0},  # no contrast, no quote constraint
     "cad0.5": {"context_weight": 0.5, "plausibility": 0.0},
@@ -60,6 +62,7 @@ VARIANTS: dict[str, dict] = {
     "trust-cad1-apc": {"system_prompt": TRUST_PROMPT, "context_weight": 1.0, "plausibility": 0.1},
     "default": {},
     "trust-default": {"system_prompt": TRUST_PROMPT, "quote_penalty": math.inf, "context_focus": True, "quote_routing": 3.5},
+    "restate": {"system_prompt": RESTATE_PROMPT, "quote_penalty": math.inf, "context_focus": True, "quote_routing": 3.5},
 }
 # The prior: the retrieval temperature (T), and the generator's likelihood of the question under each chunk (q, the
 # weight of log p(x|z) in p(z|x) ∝ exp(s/T) · p(x|z)^q), with plain decoding and with the recommended contrast.

@@ -99,10 +99,11 @@ def test_characters_written_byte_by_byte_are_letters_of_the_word(before, piece, 
     ("About 27,", "164", False, True),
     ("About 27", " million", False, True),
     ("About 27", "", True, True),
+    ("The answer is 1", ".", False, True),  # a single digit: a sentence end, though the texts write "1,000"
 ])
 def test_numbers_are_stated_as_the_texts_write_them(before, piece, final, ok):
     quotable = Quotable(["Asia covers 41,270,000 square kilometres, about 30% of the land. Huxley was born in 1889, in "
-                         "Godalming, in the 1960s. It is 3.5 m tall. About 27 million people (27,164,342) live there."])
+                         "Godalming, in the 1960s. It is 3.5 m tall. About 27 million people (27,164,342) live there, 1 in 1,000 of them."])
     assert quotable.admits(before, piece, final) is ok
 
 
