@@ -78,6 +78,7 @@ class AnswerConfig:
     prior_temperature: float = 0.05  # p(z|x) = softmax(score / temperature) over the top k
     prior_question_weight: float = 0.5  # rag-token: > 0 reranks the prior by the generator, p(z|x) ∝ exp(score / temperature) · p(question | z)^weight (UPR, Sachan et al. 2022); scored by the decoding prefill itself; 0 = off
     max_new_tokens: int = 64  # answer length limit, in generator tokens
+    finish_word_tokens: int = 8  # at max_new_tokens, a word still being written (a name, a number) is finished with up to this many more tokens instead of being cut ("in 172" of 1729); 0 = cut at the limit
     length_penalty: float = 1.0  # beam search ranks finished hypotheses by logprob / length ** length_penalty
     stop: tuple[str, ...] = ()  # stop strings: the answer ends before the first one
     chunk_chars: int = 2000  # a chunk's text is cut to this many characters in prompts
@@ -112,6 +113,8 @@ class AnswerConfig:
             raise ConfigError("answer.prior_question_weight must be >= 0 (0 = the retrieval prior alone)")
         if self.max_new_tokens < 1:
             raise ConfigError("answer.max_new_tokens must be >= 1")
+        if self.finish_word_tokens < 0:
+            raise ConfigError("answer.finish_word_tokens must be >= 0 (0 = cut the answer at max_new_tokens)")
         if any(not s for s in self.stop):
             raise ConfigError("answer.stop contains an empty string: remove it")
         if self.chunk_chars < 1:

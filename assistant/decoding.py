@@ -144,27 +144,56 @@ class Hypothesis:
 def greedy(
     batch: LockstepBatch, combine: Combine, eos_ids: Collection[int], max_new_tokens: int,
     choose: Choose = argmax_choice, *, first_logprobs: torch.Tensor | None = None,
+    words: WordEnds | None = None, finish_word_tokens: int = 0,
 ) -> Iterator[TokenStep]:
     """Greedy decoding of one beam spanning every row; yields each token as it is chosen (not EOS).
     ``choose`` picks the token from the combined scores (the argmax, or a constrained choice such
     as :func:`assistant.quotes.quoted_argmax`'s). ``first_logprobs`` (rows, V): what
     ``batch.prefill()`` returned, when the caller ran it.
 
+    At ``max_new_tokens``, a word still being written is finished rather than cut ("... by Jonathan
+    Swift in 172" + "9"): up to ``finish_word_tokens`` more tokens, as long as each one goes on with
+    that word (``words``: how the tokenizer writes them).
+
     The next forward pass runs only when the caller asks for the next token, so stopping the
     iteration (stop string found) costs nothing extra.
     """
     rows = batch.rows
     logprobs = batch.prefill() if first_logprobs is None else first_logprobs  # (R, V)
+    limit = max_new_tokens + (finish_word_tokens if words is not None else 0)
     ids: list[int] = []
-    for i in range(max_new_tokens):
+    while True:
         scores = combine(logprobs.unsqueeze(0))[0]  # (1, R, V) -> (V,)
         token = choose(ids, scores, logprobs)
-        if token in eos_ids:
+        if token in eos_ids or (len(ids) >= max_new_tokens and not (words and words.goes_on(ids, token))):
             return
         ids.append(token)
         yield TokenStep(token, float(scores[token]), tuple(logprobs[:, token].tolist()))
-        if i + 1 < max_new_tokens:
-            logprobs = batch.step(torch.full((rows,), token, dtype=torch.long))  # (R, V)
+        if len(ids) >= limit or (len(ids) >= max_new_tokens and not (words and words.inside(ids))):
+            return
+        logprobs = batch.step(torch.full((rows,), token, dtype=torch.long))  # (R, V)
+
+
+class WordEnds:
+    """Where an answer's words end, as the tokenizer writes them (``decode``: token ids -> text): whether its text
+    ends inside a word (a letter, a digit, or a byte of a character still being written), and whether one more
+    token goes on with that word ("172" + "9", "Pelopon" + "nese"; not " more", not ".")."""
+
+    def __init__(self, decode: Callable[[Sequence[int]], str]) -> None:
+        self.decode = decode
+
+    def inside(self, ids: Sequence[int]) -> bool:
+        text = self.decode(ids)
+        return bool(text) and _word_character(text[-1])
+
+    def goes_on(self, ids: Sequence[int], token: int) -> bool:
+        before, after = self.decode(ids), self.decode([*ids, token])
+        return (bool(before) and _word_character(before[-1]) and len(after) > len(before) and after.startswith(before)
+                and _word_character(after[len(before)]))
+
+
+def _word_character(c: str) -> bool:
+    return c.isalnum() or c == "\ufffd"
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,10 @@ def build_prompts(
     config: AnswerConfig,
 ) -> list[list[int]]:
     """Token ids of one prompt per context. The oldest exchanges are dropped until the longest
-    prompt plus ``max_new_tokens`` fits the generator's context."""
-    budget = generator.context_tokens - config.max_new_tokens
+    prompt plus the answer's tokens (``max_new_tokens``, and ``finish_word_tokens`` to finish its last word)
+    fits the generator's context."""
+    answer_tokens = config.max_new_tokens + config.finish_word_tokens
+    budget = generator.context_tokens - answer_tokens
 
     def render(start: int) -> list[list[int]]:
         kept = history[start:]
@@ -73,7 +75,8 @@ def build_prompts(
     if max(map(len, best)) > budget:
         raise ConfigError(
             f"the question with its context needs {max(map(len, best))} tokens, but the generator's context "
-            f"leaves {budget} ({generator.context_tokens} minus answer.max_new_tokens = {config.max_new_tokens}): "
+            f"leaves {budget} ({generator.context_tokens} minus {answer_tokens} for the answer: answer.max_new_tokens "
+            f"= {config.max_new_tokens} and answer.finish_word_tokens = {config.finish_word_tokens}): "
             "shorten the question, or lower answer.chunk_chars or answer.max_new_tokens"
         )
     while lo < hi:

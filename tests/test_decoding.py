@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests import tinylm
-from assistant.decoding import beam_search, greedy, mixture, single_row
+from assistant.decoding import WordEnds, beam_search, greedy, mixture, single_row
 from assistant.lockstep import LockstepBatch, left_pad, positions_of, score_continuations
 from assistant.text_stream import TokenTexts, pieces_of
 
@@ -212,3 +212,53 @@ def test_kv_cache_stays_exact_when_it_grows_past_its_capacity(gen):
                 ref = unbatched_next_logprobs(gen.model, prompts[row] + fed[: j + 1])
                 assert torch.allclose(got[row], ref, atol=1e-4), (row, j)
 
+
+
+class ScriptedBatch:
+    """One row whose next token is always the next of ``script`` (the rest of the vocabulary far below)."""
+
+    rows = 1
+
+    def __init__(self, script, vocab):
+        self.script, self.vocab, self.steps = list(script), vocab, 0
+
+    def _next(self):
+        logprobs = torch.full((1, self.vocab), -20.0)
+        logprobs[0, self.script[min(self.steps, len(self.script) - 1)]] = 0.0
+        return logprobs
+
+    def prefill(self):
+        return self._next()
+
+    def step(self, tokens):
+        self.steps += 1
+        return self._next()
+
+
+PIECES = ["", " in", " 17", "2", "9", ".", " more", "nese"]  # 0 = EOS
+
+
+@pytest.mark.parametrize("script,limit,grace,want,forward_passes", [
+    ([1, 2, 3, 4, 5, 6], 3, 8, [1, 2, 3, 4], 5),  # "in 172" + "9": the number is finished, "." is not taken
+    ([1, 2, 3, 4, 5, 6], 3, 0, [1, 2, 3], 3),  # finish_word_tokens = 0: cut at the limit, as before
+    ([1, 2, 3, 4, 4, 4, 4], 3, 2, [1, 2, 3, 4, 4], 5),  # at most finish_word_tokens more
+    ([1, 5, 6, 7], 2, 8, [1, 5], 2),  # the limit falls after punctuation: no extra forward pass
+    ([1, 2, 0], 2, 8, [1, 2], 3),  # EOS ends it
+    ([1, 2, 6], 2, 8, [1, 2], 3),  # " more" starts a new word
+])
+def test_greedy_finishes_the_word_it_is_writing_at_the_limit(script, limit, grace, want, forward_passes):
+    batch = ScriptedBatch(script, len(PIECES))
+    words = WordEnds(lambda ids: "".join(PIECES[i] for i in ids))
+    steps = list(greedy(batch, mixture(torch.zeros(1)), {0}, limit, words=words, finish_word_tokens=grace))
+    assert [s.token_id for s in steps] == want
+    assert batch.steps + 1 == forward_passes  # the prefill and each step: one to see the next token past the limit only
+    # when the last token ended inside a word
+
+
+def test_finish_word_tokens_is_validated():
+    from assistant.config import AnswerConfig
+    from knowledge.errors import ConfigError
+
+    assert AnswerConfig().finish_word_tokens == 8
+    with pytest.raises(ConfigError, match="finish_word_tokens must be >= 0"):
+        AnswerConfig(finish_word_tokens=-1)

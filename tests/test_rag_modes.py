@@ -35,7 +35,8 @@ PLAIN = {"context_weight": 0.0, "plausibility": 0.0, "context_contrast": "chunk"
 
 
 def cfg(modes=None, **kw):
-    return AnswerConfig(**{"k": 3, "max_new_tokens": 8, **PLAIN, **kw}, modes=ModeTables(modes or {}))
+    # finish_word_tokens 0: the references below decode exactly max_new_tokens (finishing a word past it: its own test)
+    return AnswerConfig(**{"k": 3, "max_new_tokens": 8, "finish_word_tokens": 0, **PLAIN, **kw}, modes=ModeTables(modes or {}))
 
 
 def mode(name, gen, own=None, **kw):

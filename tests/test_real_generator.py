@@ -129,3 +129,21 @@ def test_routing_at_names_lets_the_chunk_that_states_the_value_outweigh_the_sile
     ends = [len("".join(t.text for t in routed.tokens[: i + 1])) for i in range(len(routed.tokens))]
     name = [t for t, end in zip(routed.tokens, ends) if start < end and end - len(t.text) < start + len("Kurdish")]
     assert name and all(t.support.label == "document" and sources[t.support.chunk] == "doc2.md" for t in name)
+
+
+def test_an_answer_cut_by_max_new_tokens_finishes_the_number_it_is_writing(generator):
+    """SmolLM2 writes a year digit by digit: with the limit falling inside "1873", the answer still states
+    1873 (finish_word_tokens), where cutting at the limit would state "18" or "187"."""
+    retriever = tinylm.OverlapRetriever(tinylm.make_chunks(CHUNKS))
+    question = "In which year was the Zorblax Festival founded?"
+    full = DialogueEngine(retriever, generator, AnswerConfig(k=3, max_new_tokens=32, finish_word_tokens=0)).ask(question)
+    texts = [t.text for t in full.tokens]
+    start = "".join(texts).index("1873")
+    ends = [len("".join(texts[: i + 1])) for i in range(len(texts))]
+    inside = [i for i, end in enumerate(ends) if start < end < start + 4]  # tokens ending within "1873"
+    assert inside, texts  # the year takes more than one token
+    limit = inside[0] + 1
+    cut = DialogueEngine(retriever, generator, AnswerConfig(k=3, max_new_tokens=limit, finish_word_tokens=0)).ask(question)
+    finished = DialogueEngine(retriever, generator, AnswerConfig(k=3, max_new_tokens=limit)).ask(question)
+    assert "1873" not in cut.text and cut.text == "".join(texts[:limit])
+    assert finished.text == "".join(texts)[: start + 4]  # the year finished, and nothing after it

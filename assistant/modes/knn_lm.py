@@ -16,7 +16,7 @@ from knowledge.types import Hit
 from ..answer import Answer, TokenProvenance, chunks_of
 from ..config import AnswerConfig, KnnConfig
 from ..conversation import Turn
-from ..decoding import greedy
+from ..decoding import WordEnds, greedy
 from ..generator import Generator
 from ..knn.datastore import Datastore, SearchResult
 from ..knn.keys import KeyCapture
@@ -152,7 +152,8 @@ class KnnLmMode(ModeBase):
         pending: list[TokenProvenance] = []
         with KeyCapture(self.generator.model) as capture:
             combine = self._combine(datastore, capture, steps, own)
-            decoded = greedy(batch, combine, self.generator.eos_ids, cfg.max_new_tokens)
+            decoded = greedy(batch, combine, self.generator.eos_ids, cfg.max_new_tokens,
+                             words=WordEnds(self.generator.decode), finish_word_tokens=cfg.finish_word_tokens)
             for i, (step, text) in enumerate(with_texts(self.generator, decoded, cfg.stop)):
                 pending.append(self._provenance(datastore, steps[i], step.token_id, step.logprob, text, own))
                 for j, support in labels.push(text, self._evidence(pending[-1], index)):

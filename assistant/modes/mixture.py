@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from ..config import AnswerConfig
-from ..decoding import (Choose, Combine, Contrast, Shortlist, TokenStep, argmax_choice, beam_search, greedy,
+from ..decoding import (Choose, Combine, Contrast, Shortlist, TokenStep, WordEnds, argmax_choice, beam_search, greedy,
                         grounded_mixture, mixture)
 from ..generator import Generator
 from ..lockstep import LockstepBatch
@@ -118,7 +118,8 @@ def _decode(
         choose = quote_choice(generator, quotable, config, doc_logprior) if quotable is not None else argmax_choice
         with nullcontext(batch) if prefilled else batch:
             yield from with_texts(generator, greedy(batch, combine, generator.eos_ids, config.max_new_tokens, choose,
-                                                    first_logprobs=first), config.stop)
+                                                    first_logprobs=first, words=WordEnds(generator.decode),
+                                                    finish_word_tokens=config.finish_word_tokens), config.stop)
         return
     groups = beam_search(
         batch, batch.prefill() if first is None else first, combine, 1, beam_size, generator.eos_ids, config.max_new_tokens,
