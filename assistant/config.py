@@ -79,6 +79,7 @@ class AnswerConfig:
     prior_question_weight: float = 0.5  # rag-token: > 0 reranks the prior by the generator, p(z|x) ∝ exp(score / temperature) · p(question | z)^weight (UPR, Sachan et al. 2022); scored by the decoding prefill itself; 0 = off
     max_new_tokens: int = 64  # answer length limit, in generator tokens
     finish_word_tokens: int = 8  # at max_new_tokens, a word still being written (a name, a number) is finished with up to this many more tokens instead of being cut ("in 172" of 1729); 0 = cut at the limit
+    restate_openers: bool = True  # greedy decoding refuses an answer opening "The answer is" / "Answer:", so it restates what was asked, next to which the generator copies the documents' value (assistant/openers.py); false = the model's own opener
     length_penalty: float = 1.0  # beam search ranks finished hypotheses by logprob / length ** length_penalty
     stop: tuple[str, ...] = ()  # stop strings: the answer ends before the first one
     chunk_chars: int = 2000  # a chunk's text is cut to this many characters in prompts

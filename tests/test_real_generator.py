@@ -147,3 +147,16 @@ def test_an_answer_cut_by_max_new_tokens_finishes_the_number_it_is_writing(gener
     finished = DialogueEngine(retriever, generator, AnswerConfig(k=3, max_new_tokens=limit)).ask(question)
     assert "1873" not in cut.text and cut.text == "".join(texts[:limit])
     assert finished.text == "".join(texts)[: start + 4]  # the year finished, and nothing after it
+
+
+def test_the_answer_restates_what_was_asked_instead_of_announcing_a_value(generator):
+    """SmolLM2 answers "What year was the harbour of Quillhaven rebuilt?" with "The answer is 1921.": refused
+    that opener (answer.restate_openers), it restates the question and copies the year from next to its words."""
+    retriever = tinylm.OverlapRetriever(tinylm.make_chunks(CHUNKS))
+    question = "What year was the harbour of Quillhaven rebuilt?"
+    announced = DialogueEngine(retriever, generator, AnswerConfig(k=3, max_new_tokens=32, restate_openers=False)).ask(question)
+    assert announced.text.startswith("The answer is")  # what the model writes on its own
+    answer = DialogueEngine(retriever, generator, AnswerConfig(k=3, max_new_tokens=32)).ask(question)
+    assert not answer.text.lower().startswith("the answer")
+    assert "harbour" in answer.text and "1921" in answer.text
+    assert answer.text == "".join(t.text for t in answer.tokens)

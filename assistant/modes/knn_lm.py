@@ -16,10 +16,11 @@ from knowledge.types import Hit
 from ..answer import Answer, TokenProvenance, chunks_of
 from ..config import AnswerConfig, KnnConfig
 from ..conversation import Turn
-from ..decoding import WordEnds, greedy
+from ..decoding import WordEnds, argmax_choice, greedy
 from ..generator import Generator
 from ..knn.datastore import Datastore, SearchResult
 from ..knn.keys import KeyCapture
+from ..openers import restating
 from ..knn.math import interpolate, knn_distribution, knn_share, neighbour_logweights
 from ..knn.sync import DatastoreService, datastore_service
 from ..lockstep import LockstepBatch
@@ -152,7 +153,9 @@ class KnnLmMode(ModeBase):
         pending: list[TokenProvenance] = []
         with KeyCapture(self.generator.model) as capture:
             combine = self._combine(datastore, capture, steps, own)
-            decoded = greedy(batch, combine, self.generator.eos_ids, cfg.max_new_tokens,
+            choose = restating(argmax_choice, self.generator.decode, self.generator.eos_ids) if cfg.restate_openers \
+                else argmax_choice
+            decoded = greedy(batch, combine, self.generator.eos_ids, cfg.max_new_tokens, choose,
                              words=WordEnds(self.generator.decode), finish_word_tokens=cfg.finish_word_tokens)
             for i, (step, text) in enumerate(with_texts(self.generator, decoded, cfg.stop)):
                 pending.append(self._provenance(datastore, steps[i], step.token_id, step.logprob, text, own))
