@@ -80,6 +80,7 @@ class AnswerConfig:
     max_new_tokens: int = 64  # answer length limit, in generator tokens
     finish_word_tokens: int = 8  # at max_new_tokens, a word still being written (a name, a number) is finished with up to this many more tokens instead of being cut ("in 172" of 1729); 0 = cut at the limit
     restate_openers: bool = True  # greedy decoding refuses an answer opening "The answer is" / "Answer:", so it restates what was asked, next to which the generator copies the documents' value (assistant/openers.py); false = the model's own opener
+    loop_words: int = 16  # greedy decoding refuses the token that begins a third copy in a row of a run of up to this many words (a loop: "Austrian, Austrian, Austrian, ..."; assistant/repeats.py); 0 = off
     length_penalty: float = 1.0  # beam search ranks finished hypotheses by logprob / length ** length_penalty
     stop: tuple[str, ...] = ()  # stop strings: the answer ends before the first one
     chunk_chars: int = 2000  # a chunk's text is cut to this many characters in prompts
@@ -116,6 +117,8 @@ class AnswerConfig:
             raise ConfigError("answer.max_new_tokens must be >= 1")
         if self.finish_word_tokens < 0:
             raise ConfigError("answer.finish_word_tokens must be >= 0 (0 = cut the answer at max_new_tokens)")
+        if self.loop_words < 0:
+            raise ConfigError("answer.loop_words must be >= 0 (0 = off)")
         if any(not s for s in self.stop):
             raise ConfigError("answer.stop contains an empty string: remove it")
         if self.chunk_chars < 1:

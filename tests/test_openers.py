@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from assistant.decoding import argmax_choice, greedy, mixture
-from assistant.openers import OPENER_TOKENS, announces, restating
+from assistant.openers import OPENER_TOKENS, announces, announcing_opener
+from assistant.refusals import answer_refusals, refusing
 
 PIECES = ["", "The", " answer", " writer", " is", " 1889", ".", " Answer", ":"]  # 0 = EOS
 
@@ -40,7 +41,7 @@ def test_announces_only_an_opener_that_announces_a_value(text, want):
 
 
 def test_the_announcing_token_is_refused_for_the_next_best():
-    pick = restating(argmax_choice, decode, {0})
+    pick = refusing(argmax_choice, decode, {0}, [announcing_opener])
     scores = scores_of(2, 3, 4)  # " answer" best, then " writer"
     rows = torch.stack([scores, scores])
     assert pick([1], scores, rows) == 3  # "The" + " writer", not "The" + " answer"
@@ -57,12 +58,12 @@ def test_the_choice_is_asked_again_with_the_refused_token_gone_from_every_row():
         return int(rows[0].argmax())
 
     rows = torch.stack([scores_of(2, 3), scores_of(3, 2)])
-    assert restating(choose, decode, {0})([1], rows[1].clone(), rows) == 3
+    assert refusing(choose, decode, {0}, [announcing_opener])([1], rows[1].clone(), rows) == 3
     assert seen == [[-1.0, -2.0], [float("-inf"), float("-inf")]]
 
 
 def test_an_answer_past_its_opener_is_left_alone():
-    pick = restating(argmax_choice, decode, {0})
+    pick = refusing(argmax_choice, decode, {0}, [announcing_opener])
     later = [3] * OPENER_TOKENS + [1]  # "... The" after the opener's tokens: " answer" may follow
     assert pick(later, scores_of(2, 3), torch.stack([scores_of(2, 3)])) == 2
 
@@ -90,7 +91,7 @@ def test_greedy_with_the_refusal_writes_the_restating_answer():
     per_step = [scores_of(1), scores_of(2, 3), scores_of(4), scores_of(5), scores_of(6), scores_of(0)]
     plain = [s.token_id for s in greedy(TwoStepBatch(per_step), mixture(torch.zeros(1)), {0}, 16)]
     assert decode(plain) == "The answer is 1889."
-    steps = list(greedy(TwoStepBatch(per_step), mixture(torch.zeros(1)), {0}, 16, restating(argmax_choice, decode, {0})))
+    steps = list(greedy(TwoStepBatch(per_step), mixture(torch.zeros(1)), {0}, 16, refusing(argmax_choice, decode, {0}, [announcing_opener])))
     assert decode([s.token_id for s in steps]) == "The writer is 1889."
     assert steps[1].logprob == pytest.approx(-2.0)
 
@@ -98,5 +99,7 @@ def test_greedy_with_the_refusal_writes_the_restating_answer():
 def test_restate_openers_is_a_setting():
     from assistant.config import AnswerConfig
 
-    assert AnswerConfig().restate_openers is True
-    assert AnswerConfig(restate_openers=False).restate_openers is False
+    assert answer_refusals(AnswerConfig(loop_words=0)) == [announcing_opener]
+    assert answer_refusals(AnswerConfig(restate_openers=False, loop_words=0)) == []
+    choose = refusing(argmax_choice, decode, {0}, [])
+    assert choose is argmax_choice  # nothing refused: the choice itself

@@ -31,7 +31,8 @@ def hits():
 
 
 PLAIN = {"context_weight": 0.0, "plausibility": 0.0, "context_contrast": "chunk", "quote_penalty": 0.0,
-         "context_focus": False}  # the papers' math: no contrast with ∅, no quote constraint, the chunks as they are
+         "context_focus": False, "loop_words": 0}  # the papers' math: no contrast with ∅, no quote constraint, the
+# chunks as they are, greedy's own choice even where a tiny random model repeats itself
 
 
 def cfg(modes=None, **kw):

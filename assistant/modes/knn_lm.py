@@ -20,7 +20,7 @@ from ..decoding import WordEnds, argmax_choice, greedy
 from ..generator import Generator
 from ..knn.datastore import Datastore, SearchResult
 from ..knn.keys import KeyCapture
-from ..openers import restating
+from ..refusals import answer_refusals, refusing
 from ..knn.math import interpolate, knn_distribution, knn_share, neighbour_logweights
 from ..knn.sync import DatastoreService, datastore_service
 from ..lockstep import LockstepBatch
@@ -153,8 +153,7 @@ class KnnLmMode(ModeBase):
         pending: list[TokenProvenance] = []
         with KeyCapture(self.generator.model) as capture:
             combine = self._combine(datastore, capture, steps, own)
-            choose = restating(argmax_choice, self.generator.decode, self.generator.eos_ids) if cfg.restate_openers \
-                else argmax_choice
+            choose = refusing(argmax_choice, self.generator.decode, self.generator.eos_ids, answer_refusals(cfg))
             decoded = greedy(batch, combine, self.generator.eos_ids, cfg.max_new_tokens, choose,
                              words=WordEnds(self.generator.decode), finish_word_tokens=cfg.finish_word_tokens)
             for i, (step, text) in enumerate(with_texts(self.generator, decoded, cfg.stop)):

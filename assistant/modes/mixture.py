@@ -16,8 +16,8 @@ from ..decoding import (Choose, Combine, Contrast, Shortlist, TokenStep, WordEnd
                         grounded_mixture, mixture)
 from ..generator import Generator
 from ..lockstep import LockstepBatch
-from ..openers import restating
 from ..quotes import Quotable, quoted_argmax, quoted_top, routed_scores, value_contrast
+from ..refusals import answer_refusals, refusing
 from ..text_stream import TokenTexts
 
 
@@ -117,8 +117,7 @@ def _decode(
     batch, first = prefilled or (decoding_batch(generator, prompts, beam_size), None)
     if beam_size == 1:
         choose = quote_choice(generator, quotable, config, doc_logprior) if quotable is not None else argmax_choice
-        if config.restate_openers:
-            choose = restating(choose, generator.decode, generator.eos_ids)
+        choose = refusing(choose, generator.decode, generator.eos_ids, answer_refusals(config))
         with nullcontext(batch) if prefilled else batch:
             yield from with_texts(generator, greedy(batch, combine, generator.eos_ids, config.max_new_tokens, choose,
                                                     first_logprobs=first, words=WordEnds(generator.decode),

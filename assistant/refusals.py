@@ -1,0 +1,57 @@
+"""What greedy decoding refuses to write, whatever the scores: an answer that opens by announcing a value
+(:mod:`assistant.openers`) and an answer that loops (:mod:`assistant.repeats`).
+
+A refused token gives way to the next choice: the step's own choice (the quote constraint's, or the
+argmax) is made again with that token gone from the combined scores and from every row. EOS is never
+refused, and after ``MAX_REFUSED`` refusals at one step the choice stands.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Collection, Sequence
+
+import torch
+
+from .config import AnswerConfig
+from .decoding import Choose
+from .openers import announcing_opener
+from .repeats import looping
+
+# (tokens the answer has before the candidate, the answer's text with it) -> whether the candidate is refused
+Refusal = Callable[[int, str], bool]
+MAX_REFUSED = 16  # tokens refused at one step before the choice stands anyway
+
+
+def answer_refusals(config: AnswerConfig) -> list[Refusal]:
+    """The refusals ``config`` turns on: ``restate_openers``, ``loop_words``."""
+    out: list[Refusal] = []
+    if config.restate_openers:
+        out.append(announcing_opener)
+    if config.loop_words:
+        out.append(looping(config.loop_words))
+    return out
+
+
+def refusing(choose: Choose, decode: Callable[[Sequence[int]], str], eos_ids: Collection[int],
+             refusals: Sequence[Refusal]) -> Choose:
+    """``choose``, except that a token one of ``refusals`` refuses is replaced by the next choice (module docstring)."""
+    if not refusals:
+        return choose
+
+    def pick(ids: Sequence[int], scores: torch.Tensor, row_logprobs: torch.Tensor) -> int:
+        token = choose(ids, scores, row_logprobs)
+        copied = False
+        for _ in range(MAX_REFUSED):
+            if token in eos_ids:
+                return token
+            text = decode([*ids, token])
+            if not any(refused(len(ids), text) for refused in refusals):
+                return token
+            if not copied:  # the caller's tensors stay as they are
+                scores, row_logprobs, copied = scores.clone(), row_logprobs.clone(), True
+            scores[token] = -torch.inf
+            row_logprobs[:, token] = -torch.inf
+            token = choose(ids, scores, row_logprobs)
+        return token
+
+    return pick
