@@ -20,11 +20,11 @@ from ..decoding import WordEnds, argmax_choice, greedy
 from ..generator import Generator
 from ..knn.datastore import Datastore, SearchResult
 from ..knn.keys import KeyCapture
-from ..refusals import answer_refusals, refusing
 from ..knn.math import interpolate, knn_distribution, knn_share, neighbour_logweights
 from ..knn.sync import DatastoreService, datastore_service
 from ..lockstep import LockstepBatch
 from ..prompts import build_prompts, concat_context
+from ..refusals import answer_refusals, refusing
 from ..support import SupportStream, share_labeller
 from .base import ModeBase, ModeResources, QuestionSettings, doc_logprior
 from .mixture import with_texts
