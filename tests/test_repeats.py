@@ -1,4 +1,4 @@
-"""Answers that do not loop (assistant/repeats.py): a token that begins a third copy in a row of a run of words is refused."""
+"""Answers that do not loop (assistant/repeats.py): a token that begins a fourth copy in a row of a run of words is refused."""
 
 import pytest
 import torch
@@ -10,29 +10,32 @@ from assistant.repeats import looping, loops
 from knowledge.errors import ConfigError
 
 
+C8 = "in the city of Claros, in the Peloponnese, "  # a run of 8 words
+
+
 @pytest.mark.parametrize("text,want", [
-    ("Lys Lys Lys", True),  # a third copy of one word
-    ("Lys Lys L", True),  # ... begun: "L" is unfinished
-    ("Lys Lys L ", False),  # "L" finished: another word
-    ("Lys Lys", False),  # twice is allowed ("very, very")
-    ("Austrian, Austrian, Aus", True),
-    ("in the city of Claros, in the Peloponnese, in the city of Claros, in the Peloponnese, in", True),  # 8 words
-    ("in the city of Claros, in the Peloponnese, in the city of Claros, in the Peloponnese, on", False),
-    ("in the city of Claros, in the Peloponnese, in the city of Claros, in the", False),  # two copies: allowed
+    ("Lys Lys Lys Lys", True),  # a fourth copy of one word
+    ("Lys Lys Lys L", True),  # ... begun: "L" is unfinished
+    ("Lys Lys Lys L ", False),  # "L" finished: another word
+    ("Lys Lys Lys", False),  # three are allowed ("the view of the view of the view that ...")
+    ("Austrian, Austrian, Austrian, Aus", True),
+    (C8 * 3 + "in", True),  # 8 words
+    (C8 * 3 + "on", False),
+    (C8 * 2 + "in the city of", False),  # a third copy: allowed
+    ("inspired by the view of the view of the view", False),
     # a value stated again is no loop
     ("The most recent update to the ASCII standard was in 2004, and the most recent version of the ASCII standard was in 2",
      False),
     ("Einstein worked there during the 1903-1905 period, 1903-1905", False),
-    ("In The City, in the city, IN", True),  # case-insensitive, punctuation apart
+    ("In The City, in the city, IN THE CITY, in", True),  # case-insensitive, punctuation apart
     ("", False),
 ])
-def test_loops_finds_a_third_copy_in_a_row_begun(text, want):
+def test_loops_finds_a_fourth_copy_in_a_row_begun(text, want):
     assert loops(text, 16) is want
 
 
 def test_loops_looks_at_runs_up_to_the_longest():
-    eight = "in the city of Claros, in the Peloponnese, in the city of Claros, in the Peloponnese, in"
-    assert loops(eight, 8) and not loops(eight, 7)
+    assert loops(C8 * 3 + "in", 8) and not loops(C8 * 3 + "in", 7)
 
 
 PIECES = ["", " in", " Austrian", ",", " and", " died", "."]  # 0 = EOS
@@ -73,13 +76,13 @@ def test_greedy_ends_a_loop_where_the_model_has_something_else_to_say():
     assert decode(plain) == " in" + " Austrian," * 4
     refuse = refusing(argmax_choice, decode, {0}, answer_refusals(AnswerConfig(restate_openers=False)))
     steps = list(greedy(LoopingBatch(), mixture(torch.zeros(1)), {0}, 16, refuse))
-    assert decode([s.token_id for s in steps]) == " in Austrian, Austrian, and died."
-    assert [round(s.logprob) for s in steps][5] == -2  # the detour's score is the model's own
+    assert decode([s.token_id for s in steps]) == " in Austrian, Austrian, Austrian, and died."
+    assert [round(s.logprob) for s in steps][7] == -2  # the detour's score is the model's own
 
 
 def test_loop_words_is_validated_and_can_be_off():
     assert AnswerConfig().loop_words == 16
     assert answer_refusals(AnswerConfig(restate_openers=False, loop_words=0)) == []
-    assert looping(16)(0, "Lys Lys Lys") and not looping(16)(0, "Lys Lys")
+    assert looping(16)(0, "Lys Lys Lys Lys") and not looping(16)(0, "Lys Lys Lys")
     with pytest.raises(ConfigError, match="loop_words must be >= 0"):
         AnswerConfig(loop_words=-1)
