@@ -15,6 +15,9 @@ what they answer").
 from __future__ import annotations
 
 import re
+from typing import Callable
+
+from .focus import content_words, stems_match
 
 # "The answer is", "The correct answer:", "Answer:", "My final answer", with any leading spaces or marks
 ANNOUNCING_OPENER = re.compile(
@@ -27,7 +30,41 @@ def announces(text: str) -> bool:
     return ANNOUNCING_OPENER.match(text) is not None
 
 
-def announcing_opener(written: int, text: str) -> bool:
+def announcing_opener(written: int, before: str, text: str) -> bool:
     """The refusal of :mod:`assistant.refusals` for ``answer.restate_openers``: within the answer's first
     ``OPENER_TOKENS`` tokens (``written`` before the candidate), ``text`` must not announce a value."""
     return written < OPENER_TOKENS and announces(text)
+
+
+# the end of a sentence: ".", "!" or "?" before a space or the end, or a line break not after a ":" (a list's
+# lead-in); a number alone at the start of a line ("1. Polonium") is a list's item, not a sentence
+SENTENCE_END = re.compile(r"(?<!^\d)(?<!\n\d)(?<!^\d\d)(?<!\n\d\d)[.!?]+(?=\s|$)|(?<!:)\n")
+
+
+def first_sentence(text: str) -> str | None:
+    """``text`` up to the end of its first sentence, or None while that sentence goes on."""
+    text = text.lstrip()
+    end = SENTENCE_END.search(text)
+    return None if end is None else text[:end.start()]
+
+
+def adds_nothing(question: str, sentence: str) -> bool:
+    """Whether ``sentence`` has no content word (:func:`assistant.focus.content_words`) that ``question`` lacks:
+    "The mother of the Greek hero Achilles is the mother of the Greek hero Achilles." for "Who was the mother of
+    the Greek hero Achilles?" (words sharing a stem count as the question's: "discovered" for "discover")."""
+    asked = content_words(question)
+    return not any(not any(stems_match(word, own) for own in asked) for word in content_words(sentence))
+
+
+def echoing(question: str) -> Callable[[int, str, str], bool]:
+    """The refusal of :mod:`assistant.refusals` for ``answer.refuse_echoes``: the token that ends the answer's
+    first sentence is refused while that sentence only echoes ``question`` (:func:`adds_nothing`), so the
+    answer goes on to say something ("... Achilles is Eurynome") instead of stopping there or asking back."""
+
+    def refused(written: int, before: str, text: str) -> bool:
+        if first_sentence(before) is not None:
+            return False  # only the first sentence, and only where it ends
+        sentence = first_sentence(text)
+        return sentence is not None and adds_nothing(question, sentence)
+
+    return refused

@@ -1,5 +1,6 @@
-"""What greedy decoding refuses to write, whatever the scores: an answer that opens by announcing a value
-(:mod:`assistant.openers`) and an answer that loops (:mod:`assistant.repeats`).
+"""What greedy decoding refuses to write, whatever the scores: an answer that opens by announcing a value or
+whose first sentence only echoes the question (:mod:`assistant.openers`), and an answer that loops
+(:mod:`assistant.repeats`).
 
 A refused token gives way to the next choice: the step's own choice (the quote constraint's, or the
 argmax) is made again with that token gone from the combined scores and from every row. EOS is never
@@ -14,19 +15,22 @@ import torch
 
 from .config import AnswerConfig
 from .decoding import Choose
-from .openers import announcing_opener
+from .openers import announcing_opener, echoing
 from .repeats import looping
 
-# (tokens the answer has before the candidate, the answer's text with it) -> whether the candidate is refused
-Refusal = Callable[[int, str], bool]
+# (tokens the answer has before the candidate, the answer's text before it, with it) -> whether it is refused
+Refusal = Callable[[int, str, str], bool]
 MAX_REFUSED = 16  # tokens refused at one step before the choice stands anyway
 
 
-def answer_refusals(config: AnswerConfig) -> list[Refusal]:
-    """The refusals ``config`` turns on: ``restate_openers``, ``loop_words``."""
+def answer_refusals(config: AnswerConfig, question: str) -> list[Refusal]:
+    """The refusals ``config`` turns on for an answer to ``question``: ``restate_openers``, ``refuse_echoes``,
+    ``loop_words``."""
     out: list[Refusal] = []
     if config.restate_openers:
         out.append(announcing_opener)
+    if config.refuse_echoes and question:
+        out.append(echoing(question))
     if config.loop_words:
         out.append(looping(config.loop_words))
     return out
@@ -40,12 +44,13 @@ def refusing(choose: Choose, decode: Callable[[Sequence[int]], str], eos_ids: Co
 
     def pick(ids: Sequence[int], scores: torch.Tensor, row_logprobs: torch.Tensor) -> int:
         token = choose(ids, scores, row_logprobs)
-        copied = False
+        copied, before = False, None
         for _ in range(MAX_REFUSED):
             if token in eos_ids:
                 return token
+            before = decode(ids) if before is None else before
             text = decode([*ids, token])
-            if not any(refused(len(ids), text) for refused in refusals):
+            if not any(refused(len(ids), before, text) for refused in refusals):
                 return token
             if not copied:  # the caller's tensors stay as they are
                 scores, row_logprobs, copied = scores.clone(), row_logprobs.clone(), True

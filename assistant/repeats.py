@@ -46,10 +46,10 @@ def loops(text: str, longest: int) -> bool:
     return False
 
 
-def looping(longest: int) -> Callable[[int, str], bool]:
+def looping(longest: int) -> Callable[[int, str, str], bool]:
     """The refusal of :mod:`assistant.refusals` for ``answer.loop_words`` = ``longest``: :func:`loops`."""
 
-    def refused(written: int, text: str) -> bool:
+    def refused(written: int, before: str, text: str) -> bool:
         return loops(text, longest)
 
     return refused

@@ -99,7 +99,7 @@ def test_greedy_with_the_refusal_writes_the_restating_answer():
 def test_restate_openers_is_a_setting():
     from assistant.config import AnswerConfig
 
-    assert answer_refusals(AnswerConfig(loop_words=0)) == [announcing_opener]
-    assert answer_refusals(AnswerConfig(restate_openers=False, loop_words=0)) == []
+    assert answer_refusals(AnswerConfig(loop_words=0, refuse_echoes=False), "Q?") == [announcing_opener]
+    assert answer_refusals(AnswerConfig(restate_openers=False, loop_words=0, refuse_echoes=False), "Q?") == []
     choose = refusing(argmax_choice, decode, {0}, [])
     assert choose is argmax_choice  # nothing refused: the choice itself

@@ -31,8 +31,9 @@ def hits():
 
 
 PLAIN = {"context_weight": 0.0, "plausibility": 0.0, "context_contrast": "chunk", "quote_penalty": 0.0,
-         "context_focus": False, "loop_words": 0}  # the papers' math: no contrast with ∅, no quote constraint, the
-# chunks as they are, greedy's own choice even where a tiny random model repeats itself
+         "context_focus": False, "loop_words": 0, "refuse_echoes": False}  # the papers' math: no contrast with ∅, no
+# quote constraint, the chunks as they are, greedy's own choice even where a tiny random model repeats itself or
+# echoes the question
 
 
 def cfg(modes=None, **kw):

@@ -74,7 +74,7 @@ class LoopingBatch:
 def test_greedy_ends_a_loop_where_the_model_has_something_else_to_say():
     plain = [s.token_id for s in greedy(LoopingBatch(), mixture(torch.zeros(1)), {0}, 9)]
     assert decode(plain) == " in" + " Austrian," * 4
-    refuse = refusing(argmax_choice, decode, {0}, answer_refusals(AnswerConfig(restate_openers=False)))
+    refuse = refusing(argmax_choice, decode, {0}, answer_refusals(AnswerConfig(restate_openers=False, refuse_echoes=False), "Q?"))
     steps = list(greedy(LoopingBatch(), mixture(torch.zeros(1)), {0}, 16, refuse))
     assert decode([s.token_id for s in steps]) == " in Austrian, Austrian, Austrian, and died."
     assert [round(s.logprob) for s in steps][7] == -2  # the detour's score is the model's own
@@ -82,7 +82,7 @@ def test_greedy_ends_a_loop_where_the_model_has_something_else_to_say():
 
 def test_loop_words_is_validated_and_can_be_off():
     assert AnswerConfig().loop_words == 16
-    assert answer_refusals(AnswerConfig(restate_openers=False, loop_words=0)) == []
-    assert looping(16)(0, "Lys Lys Lys Lys") and not looping(16)(0, "Lys Lys Lys")
+    assert answer_refusals(AnswerConfig(restate_openers=False, loop_words=0, refuse_echoes=False), "Q?") == []
+    assert looping(16)(0, "", "Lys Lys Lys Lys") and not looping(16)(0, "", "Lys Lys Lys")
     with pytest.raises(ConfigError, match="loop_words must be >= 0"):
         AnswerConfig(loop_words=-1)

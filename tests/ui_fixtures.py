@@ -33,7 +33,8 @@ def make_service(tmp_path: Path, docs: dict[str, str] | None = None, max_upload_
         (folder / name).write_text(text)
     kb = KnowledgeBase.open(small_config(), tmp_path / "data", folder=folder, embedder=HashingEmbedder())
     kb.sync()
-    return Service(kb, make_generator(), answer or AnswerConfig(k=2, max_new_tokens=6, finish_word_tokens=0, loop_words=0), max_upload_bytes)
+    answer = answer or AnswerConfig(k=2, max_new_tokens=6, finish_word_tokens=0, loop_words=0, refuse_echoes=False)
+    return Service(kb, make_generator(), answer, max_upload_bytes)
 
 
 @contextmanager

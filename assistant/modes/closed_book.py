@@ -33,7 +33,8 @@ class ClosedBookMode(ModeBase):
                settings: QuestionSettings | None = None) -> Iterator[TokenProvenance | Answer]:
         settings = settings or self.defaults()
         prompts = build_prompts(self.generator, question, history, [None], settings.shared)
-        decoded = stream_mixture(self.generator, prompts, torch.zeros(1), settings.shared, settings.own.beam_size)
+        decoded = stream_mixture(self.generator, prompts, torch.zeros(1), settings.shared, settings.own.beam_size,
+                                 question=question)
         evidence = (StepEvidence(text, math.exp(step.logprob), (), [], math.exp(step.logprob)) for step, text in decoded)
         tokens: list[TokenProvenance] = []
         for token in with_support(evidence, SupportStream(pmi_labeller([], question), question)):

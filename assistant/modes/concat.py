@@ -39,7 +39,7 @@ class ConcatMode(ModeBase):
         prompts = build_prompts(self.generator, question, history, [concat_context(hits, question, cfg), None], cfg)
         tokens: list[TokenProvenance] = []
         quotable = quotable_of(self.generator, hits, question, cfg)
-        for token in with_support(self._evidence(prompts, len(hits), settings, quotable),
+        for token in with_support(self._evidence(prompts, len(hits), settings, quotable, question),
                                   support_stream(hits, question, cfg)):
             tokens.append(token)
             yield token
@@ -47,8 +47,8 @@ class ConcatMode(ModeBase):
         yield Answer("".join(t.text for t in tokens), self.name, chunks, tuple(tokens))
 
     def _evidence(self, prompts: list[list[int]], k: int, settings: QuestionSettings,
-                  quotable: Quotable | None = None) -> Iterator[StepEvidence]:
+                  quotable: Quotable | None = None, question: str = "") -> Iterator[StepEvidence]:
         for step, text in stream_grounded(self.generator, prompts, torch.zeros(1), settings.shared,
-                                          settings.own.beam_size, quotable):
+                                          settings.own.beam_size, quotable, question=question):
             context, null = step.row_logprobs  # log p under all chunks, under ∅
             yield StepEvidence(text, math.exp(step.logprob), (), [context - null] * k, math.exp(null))

@@ -153,7 +153,7 @@ class KnnLmMode(ModeBase):
         pending: list[TokenProvenance] = []
         with KeyCapture(self.generator.model) as capture:
             combine = self._combine(datastore, capture, steps, own)
-            choose = refusing(argmax_choice, self.generator.decode, self.generator.eos_ids, answer_refusals(cfg))
+            choose = refusing(argmax_choice, self.generator.decode, self.generator.eos_ids, answer_refusals(cfg, question))
             decoded = greedy(batch, combine, self.generator.eos_ids, cfg.max_new_tokens, choose,
                              words=WordEnds(self.generator.decode), finish_word_tokens=cfg.finish_word_tokens)
             for i, (step, text) in enumerate(with_texts(self.generator, decoded, cfg.stop)):

@@ -23,22 +23,24 @@ from ..text_stream import TokenTexts
 
 def stream_mixture(
     generator: Generator, prompts: Sequence[Sequence[int]], doc_logprior: torch.Tensor, config: AnswerConfig,
-    beam_size: int = 1,
+    beam_size: int = 1, *, question: str = "",
 ) -> Iterator[tuple[TokenStep, str]]:
     """Decode p(y_i|x,y_<i) = Σ_z p(z|x) p(y_i|x,z,y_<i) with the k prompts in one batch.
 
     Yields (step, text) for each answer token once its text is final. Greedy (beam_size 1)
     streams as it decodes; beam search (``beam_size`` > 1) yields the best hypothesis when the search is over.
-    prompts: k token lists; doc_logprior: (k,).
+    prompts: k token lists; doc_logprior: (k,); question: what the answer answers (for
+    ``config.refuse_echoes``; "" = unknown, the rule off).
     """
     if len(prompts) != doc_logprior.shape[0]:
         raise ValueError(f"{len(prompts)} prompts but {doc_logprior.shape[0]} prior values")
-    yield from _decode(generator, prompts, mixture(doc_logprior), config, beam_size)
+    yield from _decode(generator, prompts, mixture(doc_logprior), config, beam_size, question=question)
 
 
 def stream_grounded(
     generator: Generator, prompts: Sequence[Sequence[int]], doc_logprior: torch.Tensor, config: AnswerConfig,
     beam_size: int = 1, quotable: Quotable | None = None, *, prefilled: tuple[Any, torch.Tensor] | None = None,
+    question: str = "",
 ) -> Iterator[tuple[TokenStep, str]]:
     """Like :func:`stream_mixture`, with the null document as the last prompt (k + 1 prompts for a
     (k,) prior): each chunk's distribution is contrasted with it as ``config`` says
@@ -50,7 +52,7 @@ def stream_grounded(
     if len(prompts) != doc_logprior.shape[0] + 1:
         raise ValueError(f"{len(prompts)} prompts for {doc_logprior.shape[0]} prior values: the null prompt comes last")
     yield from _decode(generator, prompts, grounded_mixture(doc_logprior, contrast_of(config)), config, beam_size,
-                       prefilled=prefilled, quotable=quotable, doc_logprior=doc_logprior)
+                       prefilled=prefilled, quotable=quotable, doc_logprior=doc_logprior, question=question)
 
 
 def decoding_batch(generator: Generator, prompts: Sequence[Sequence[int]], beam_size: int = 1) -> Any:
@@ -110,14 +112,15 @@ def contrast_of(config: AnswerConfig) -> Contrast:
 def _decode(
     generator: Generator, prompts: Sequence[Sequence[int]], combine: Combine, config: AnswerConfig, beam_size: int,
     *, prefilled: tuple[Any, torch.Tensor] | None = None, quotable: Quotable | None = None,
-    doc_logprior: torch.Tensor | None = None,
+    doc_logprior: torch.Tensor | None = None, question: str = "",
 ) -> Iterator[tuple[TokenStep, str]]:
     """``quotable``: the names and numbers the answer may state (``config.quote_penalty``), or None;
-    ``doc_logprior``: the chunks' (k,) prior, for the routing at names (greedy)."""
+    ``doc_logprior``: the chunks' (k,) prior, for the routing at names (greedy); ``question``: for the
+    refusals (:mod:`assistant.refusals`)."""
     batch, first = prefilled or (decoding_batch(generator, prompts, beam_size), None)
     if beam_size == 1:
         choose = quote_choice(generator, quotable, config, doc_logprior) if quotable is not None else argmax_choice
-        choose = refusing(choose, generator.decode, generator.eos_ids, answer_refusals(config))
+        choose = refusing(choose, generator.decode, generator.eos_ids, answer_refusals(config, question))
         with nullcontext(batch) if prefilled else batch:
             yield from with_texts(generator, greedy(batch, combine, generator.eos_ids, config.max_new_tokens, choose,
                                                     first_logprobs=first, words=WordEnds(generator.decode),

@@ -51,7 +51,7 @@ class RagTokenMode(ModeBase):
             first = batch.prefill_scored(scored)  # the question's log-probs come with decoding's own prefill
             prior = reranked_prior(hits, cfg, first.last_logprobs[:-1].sum(dim=-1))  # (k,)
             evidence = self._evidence(prompts, prior, settings, quotable_of(self.generator, hits, question, cfg),
-                                      prefilled=(batch, first.next_logprobs))
+                                      prefilled=(batch, first.next_logprobs), question=question)
             for token in with_support(evidence, support_stream(hits, question, cfg)):
                 tokens.append(token)
                 yield token
@@ -62,9 +62,9 @@ class RagTokenMode(ModeBase):
 
     def _evidence(self, prompts: list[list[int]], prior: torch.Tensor, settings: QuestionSettings,
                   quotable: Quotable | None = None, *,
-                  prefilled: tuple[object, torch.Tensor] | None = None) -> Iterator[StepEvidence]:
+                  prefilled: tuple[object, torch.Tensor] | None = None, question: str = "") -> Iterator[StepEvidence]:
         for step, text in stream_grounded(self.generator, prompts, prior, settings.shared, settings.own.beam_size,
-                                          quotable, prefilled=prefilled):
+                                          quotable, prefilled=prefilled, question=question):
             rows = torch.tensor(step.row_logprobs)  # (k + 1,): the chunks, then ∅
             docs, null = rows[:-1], rows[-1]  # (k,), ()
             posterior = rag_token_posterior(docs, prior)  # (k,)
