@@ -4,7 +4,8 @@ whose first sentence only echoes the question (:mod:`assistant.openers`), and an
 
 A refused token gives way to the next choice: the step's own choice (the quote constraint's, or the
 argmax) is made again with that token gone from the combined scores and from every row. EOS is never
-refused, and after ``MAX_REFUSED`` refusals at one step the choice stands.
+refused, and after ``MAX_REFUSED`` refusals at one step the choice stands. Beam search
+(:func:`refusing_shortlist`) drops refused tokens from each beam's candidate extensions the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Callable, Collection, Sequence
 import torch
 
 from .config import AnswerConfig
-from .decoding import Choose
+from .decoding import Choose, Shortlist
 from .openers import announcing_opener, echoing
 from .repeats import looping
 
@@ -60,3 +61,30 @@ def refusing(choose: Choose, decode: Callable[[Sequence[int]], str], eos_ids: Co
         return token
 
     return pick
+
+
+def plain_shortlist(ids: Sequence[int], scores: torch.Tensor, n: int) -> list[tuple[int, float]]:
+    """A beam's ``n`` best extensions by its own scores: what beam search takes without a shortlist."""
+    top = scores.topk(min(n, scores.shape[-1]))
+    return list(zip(top.indices.tolist(), top.values.tolist()))
+
+
+def refusing_shortlist(shortlist: Shortlist | None, decode: Callable[[Sequence[int]], str], eos_ids: Collection[int],
+                       refusals: Sequence[Refusal]) -> Shortlist | None:
+    """Beam search's candidates (``shortlist``, or the plain best ones when None) without the tokens one of
+    ``refusals`` refuses: up to ``MAX_REFUSED`` are passed over per beam and step, as in :func:`refusing`."""
+    if not refusals:
+        return shortlist
+    ranked_by = shortlist or plain_shortlist
+
+    def top(ids: Sequence[int], scores: torch.Tensor, n: int) -> list[tuple[int, float]]:
+        ranked = ranked_by(ids, scores, n + MAX_REFUSED)
+        before, kept = decode(ids), []
+        for token, value in ranked:
+            if token in eos_ids or not any(refused(len(ids), before, decode([*ids, token])) for refused in refusals):
+                kept.append((token, value))
+                if len(kept) == n:
+                    break
+        return kept or ranked[:n]  # every candidate refused: they stand
+
+    return top

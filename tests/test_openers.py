@@ -103,3 +103,19 @@ def test_restate_openers_is_a_setting():
     assert answer_refusals(AnswerConfig(restate_openers=False, loop_words=0, refuse_echoes=False), "Q?") == []
     choose = refusing(argmax_choice, decode, {0}, [])
     assert choose is argmax_choice  # nothing refused: the choice itself
+
+
+def test_beam_candidates_lose_the_refused_tokens():
+    """Beam search's shortlist (assistant/refusals.py, refusing_shortlist): each beam's best extensions, without
+    the refused ones; the scores are the shortlist's own."""
+    from assistant.refusals import refusing_shortlist
+
+    plain = refusing_shortlist(None, decode, {0}, [announcing_opener])
+    assert plain([1], scores_of(2, 3, 4), 2) == [(3, -2.0), (4, -3.0)]  # " answer" passed over
+    assert plain([1], scores_of(0, 2, 3), 2) == [(0, -1.0), (3, -3.0)]  # EOS kept
+    quoted = refusing_shortlist(lambda ids, scores, n: [(2, -0.5), (3, -7.0), (5, -9.0)][:n], decode, {0},
+                                [announcing_opener])
+    assert quoted([1], scores_of(2, 3), 2) == [(3, -7.0), (5, -9.0)]
+    everything_refused = refusing_shortlist(lambda ids, scores, n: [(2, -0.5)], decode, {0}, [announcing_opener])
+    assert everything_refused([1], scores_of(2), 2) == [(2, -0.5)]  # nothing else to take: the choice stands
+    assert refusing_shortlist(None, decode, {0}, []) is None  # no refusals: beam search as it was

@@ -17,7 +17,7 @@ from ..decoding import (Choose, Combine, Contrast, Shortlist, TokenStep, WordEnd
 from ..generator import Generator
 from ..lockstep import LockstepBatch
 from ..quotes import Quotable, quoted_argmax, quoted_top, routed_scores, value_contrast
-from ..refusals import answer_refusals, refusing
+from ..refusals import answer_refusals, refusing, refusing_shortlist
 from ..text_stream import TokenTexts
 
 
@@ -62,6 +62,14 @@ def decoding_batch(generator: Generator, prompts: Sequence[Sequence[int]], beam_
     if beam_size == 1:
         return generator.lockstep(prompts)
     return LockstepBatch(generator.model, prompts, generator.pad_id)
+
+
+def beam_shortlist(generator: Generator, quotable: Quotable | None, config: AnswerConfig,
+                   question: str) -> Shortlist | None:
+    """Beam search's candidates: under the quote constraint (:func:`quote_shortlist`), without the tokens
+    the refusals refuse (:mod:`assistant.refusals`); None = each beam's plain best ones."""
+    return refusing_shortlist(quote_shortlist(generator, quotable, config), generator.decode, generator.eos_ids,
+                              answer_refusals(config, question))
 
 
 def quote_shortlist(generator: Generator, quotable: Quotable | None, config: AnswerConfig) -> Shortlist | None:
@@ -128,7 +136,7 @@ def _decode(
         return
     groups = beam_search(
         batch, batch.prefill() if first is None else first, combine, 1, beam_size, generator.eos_ids, config.max_new_tokens,
-        stop_check(generator, config.stop), config.length_penalty, quote_shortlist(generator, quotable, config),
+        stop_check(generator, config.stop), config.length_penalty, beam_shortlist(generator, quotable, config, question),
     )
     yield from with_texts(generator, iter(groups[0][0].answer_steps), config.stop)
 

@@ -29,7 +29,7 @@ from ..quotes import Quotable
 from ..text_stream import pieces_of
 from .base import ModeBase, QuestionSettings, doc_logprior
 from .grounded import StepEvidence, quotable_of, support_stream, with_support
-from .mixture import contrast_of, quote_shortlist, stop_check
+from .mixture import beam_shortlist, contrast_of, stop_check
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,8 @@ class RagSequenceMode(ModeBase):
         prior = doc_logprior(hits, cfg)  # (k,)
         contexts = chunk_contexts(hits, question, cfg)
         *prompts, null_prompt = build_prompts(gen, question, history, contexts + [None], cfg)
-        table = hypotheses_per_chunk(gen, prompts, null_prompt, cfg, settings.own, quotable_of(gen, hits, question, cfg))
+        table = hypotheses_per_chunk(gen, prompts, null_prompt, cfg, settings.own, quotable_of(gen, hits, question, cfg),
+                                     question)
         seq = table.sequence_logprobs()  # (H, k)
         marginal = rag_sequence_marginal(seq, prior)  # (H,)
         posterior = rag_sequence_posterior(seq, prior)  # (H, k)
@@ -149,7 +150,7 @@ class HypothesisTable:
 
 def hypotheses_per_chunk(
     generator: Generator, prompts: Sequence[Sequence[int]], null_prompt: Sequence[int], cfg: AnswerConfig,
-    own: RagSequenceSettings = RagSequenceSettings(), quotable: Quotable | None = None,
+    own: RagSequenceSettings = RagSequenceSettings(), quotable: Quotable | None = None, question: str = "",
 ) -> HypothesisTable:
     """Beam search per chunk prompt (one batch, one group per chunk), then the union of the
     hypotheses; with "thorough" decoding every missing pair is scored by teacher forcing.
@@ -157,14 +158,16 @@ def hypotheses_per_chunk(
     Every beam owns two rows, its chunk's prompt and the null prompt (rows 2z and 2z + 1): the
     null row scores each hypothesis under ∅ as it grows, and is the reference of context-aware
     decoding (``answer.context_weight``). With ``answer.quote_penalty`` the beams state only the
-    names and numbers ``quotable`` admits (:mod:`assistant.quotes`)."""
+    names and numbers ``quotable`` admits (:mod:`assistant.quotes`), and refuse what greedy decoding refuses
+    (:mod:`assistant.refusals`; the echo rule needs ``question``)."""
     paired = [row for prompt in prompts for row in (prompt, null_prompt)]  # (2k,) z0, ∅, z1, ∅, ...
     batch = LockstepBatch(generator.model, paired, generator.pad_id)
     first = batch.prefill()  # (2k, V)
     state = batch.snapshot(first) if own.decoding == "thorough" else None
     per_chunk = beam_search(
         batch, first, contrasted_row(contrast_of(cfg)), len(prompts), own.beams, generator.eos_ids,
-        cfg.max_new_tokens, stop_check(generator, cfg.stop), cfg.length_penalty, quote_shortlist(generator, quotable, cfg),
+        cfg.max_new_tokens, stop_check(generator, cfg.stop), cfg.length_penalty,
+        beam_shortlist(generator, quotable, cfg, question),
     )
     table = HypothesisTable(len(prompts))
     for hyps in per_chunk:
