@@ -30,6 +30,11 @@ def scores_of(*ranked):
     ("My final answer:", True),
     ("**Answer**: 5", True),
     ("The answers are", True),
+    ("The most relevant answer is: 2015", True),
+    ("The best possible answer", True),
+    ("Correct answer: 5", True),
+    ("Albert Einstein answered the letter", False),
+    ("Frank Borman's answer was", False),  # not an opener: a name opens it
     ("The", False),
     ("The writer Aldous Huxley was born in 1889.", False),
     ("Answering that needs the date.", False),
