@@ -20,11 +20,11 @@ from typing import Callable
 from .focus import content_words, stems_match
 
 # "The answer is", "The correct answer:", "Answer:", "My final answer", "The most relevant answer is" (up to three
-# words between "the" and "answer"), and "The most relevant ..." ("part of the answer is", "sentence is": concat's
-# answers open so, from the prompts' "Most relevant:"), with any leading spaces or marks
+# words between "the" and "answer": concat's answers open so, from the prompts' "Most relevant:"), with any leading
+# spaces or marks
 ANNOUNCING_OPENER = re.compile(
-    r"^\W*(?:(?:(?:the|my|our)\s+(?:[\w-]+\s+){0,3}|(?:correct|right|final|short|simple|best|exact)\s+)?answers?"
-    r"|(?:the\s+)?most\s+relevant)\b", re.IGNORECASE)
+    r"^\W*(?:(?:the|my|our)\s+(?:[\w-]+\s+){0,3}|(?:correct|right|final|short|simple|best|exact)\s+)?answers?\b",
+    re.IGNORECASE)
 OPENER_TOKENS = 8  # an opener is this many tokens at most: later "answer"s are left alone
 
 

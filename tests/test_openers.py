@@ -33,9 +33,6 @@ def scores_of(*ranked):
     ("The most relevant answer is: 2015", True),
     ("The best possible answer", True),
     ("Correct answer: 5", True),
-    ("The most relevant part of the answer is", True),
-    ("Most relevant: 1909", True),
-    ("The most relevance", False),
     ("Albert Einstein answered the letter", False),
     ("Frank Borman's answer was", False),  # not an opener: a name opens it
     ("The", False),
