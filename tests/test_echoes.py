@@ -8,6 +8,7 @@ from assistant.config import AnswerConfig
 from assistant.decoding import argmax_choice, greedy, mixture
 from assistant.openers import adds_nothing, echoing, first_sentence
 from assistant.refusals import answer_refusals, refusing
+from tests.test_openers import TwoStepBatch, ranked_scores
 
 QUESTION = "Who was the mother of the Greek hero Achilles?"
 # 0 = EOS
@@ -19,11 +20,7 @@ def decode(ids):
 
 
 def scores_of(*ranked):
-    """(V,) log-probs with the tokens of ``ranked`` best first, the rest far below."""
-    scores = torch.full((len(PIECES),), -30.0)
-    for place, token in enumerate(ranked):
-        scores[token] = -1.0 - place
-    return scores
+    return ranked_scores(len(PIECES), *ranked)
 
 
 @pytest.mark.parametrize("text,want", [
@@ -68,29 +65,13 @@ def test_only_the_first_sentence_is_judged():
     assert pick(second, scores_of(8, 7), torch.stack([scores_of(8, 7)])) == 8
 
 
-class ScriptedBatch:
-    """One row: the next token's log-probs are given per step."""
-
-    rows = 1
-
-    def __init__(self, per_step):
-        self.per_step, self.steps = per_step, 0
-
-    def prefill(self):
-        return self.per_step[0].unsqueeze(0)
-
-    def step(self, tokens):
-        self.steps += 1
-        return self.per_step[min(self.steps, len(self.per_step) - 1)].unsqueeze(0)
-
-
 def test_greedy_answers_the_question_it_would_have_asked_back():
     """A model that would ask the question back ("Who was the mother of Achilles?") goes on to answer it."""
     per_step = [scores_of(11), scores_of(12), scores_of(6), scores_of(2), scores_of(3), scores_of(4),
                 scores_of(9, 5), scores_of(7), scores_of(8), scores_of(0)]
-    plain = [s.token_id for s in greedy(ScriptedBatch(per_step), mixture(torch.zeros(1)), {0}, 16)]
+    plain = [s.token_id for s in greedy(TwoStepBatch(per_step), mixture(torch.zeros(1)), {0}, 16)]
     assert decode(plain) == " Who was the mother of Achilles? Eurynome."
-    steps = greedy(ScriptedBatch(per_step), mixture(torch.zeros(1)), {0}, 16,
+    steps = greedy(TwoStepBatch(per_step), mixture(torch.zeros(1)), {0}, 16,
                    refusing(argmax_choice, decode, {0}, [echoing(QUESTION)]))
     assert decode([s.token_id for s in steps]) == " Who was the mother of Achilles is Eurynome."
 

@@ -14,12 +14,16 @@ def decode(ids):
     return "".join(PIECES[i] for i in ids)
 
 
-def scores_of(*ranked):
-    """(V,) log-probs with the tokens of ``ranked`` best first, the rest far below."""
-    scores = torch.full((len(PIECES),), -30.0)
+def ranked_scores(size, *ranked):
+    """(size,) log-probs with the tokens of ``ranked`` best first, the rest far below."""
+    scores = torch.full((size,), -30.0)
     for place, token in enumerate(ranked):
         scores[token] = -1.0 - place
     return scores
+
+
+def scores_of(*ranked):
+    return ranked_scores(len(PIECES), *ranked)
 
 
 @pytest.mark.parametrize("text,want", [
