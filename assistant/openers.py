@@ -44,6 +44,9 @@ def announcing_opener(written: int, before: str, text: str) -> bool:
 SENTENCE_END = re.compile(r"(?<!^\d)(?<!\n\d)(?<!^\d\d)(?<!\n\d\d)[.!?]+(?=\s|$)|(?<!:)\n")
 
 
+WORDLESS = re.compile(r"\W*")
+
+
 def first_sentence(text: str) -> str | None:
     """``text`` up to the end of its first sentence, or None while that sentence goes on."""
     text = text.lstrip()
@@ -61,13 +64,13 @@ def adds_nothing(question: str, sentence: str) -> bool:
 
 def echoing(question: str) -> Callable[[int, str, str], bool]:
     """The refusal of :mod:`assistant.refusals` for ``answer.refuse_echoes``: the token that ends the answer's
-    first sentence is refused while that sentence only echoes ``question`` (:func:`adds_nothing`), so the
+    first sentence is refused while that sentence has words and only echoes ``question`` (:func:`adds_nothing`), so the
     answer goes on to say something ("... Achilles is Eurynome") instead of stopping there or asking back."""
 
     def refused(written: int, before: str, text: str) -> bool:
         if first_sentence(before) is not None:
             return False  # only the first sentence, and only where it ends
-        sentence = first_sentence(text)
-        return sentence is not None and adds_nothing(question, sentence)
+        sentence = first_sentence(text)  # one without a word (".. cmdoption::" of reST markup) echoes nothing
+        return sentence is not None and WORDLESS.fullmatch(sentence) is None and adds_nothing(question, sentence)
 
     return refused

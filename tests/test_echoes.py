@@ -59,6 +59,14 @@ def test_the_end_of_an_echo_is_refused_for_the_next_best():
     assert pick(said, scores_of(8, 7), torch.stack([scores_of(8, 7)])) == 8
 
 
+def test_a_first_sentence_without_words_is_not_an_echo():
+    """".. cmdoption:: -u" (reST markup copied from a chunk): its ".." ends no echo; what follows is not judged."""
+    pieces = ["", "..", " cmdoption", "::", " -", "u"]
+    pick = refusing(argmax_choice, lambda ids: "".join(pieces[i] for i in ids), {0},
+                    [echoing("Which option makes the streams unbuffered?")])
+    assert pick([], ranked_scores(6, 1, 2), torch.stack([ranked_scores(6, 1, 2)])) == 1
+
+
 def test_only_the_first_sentence_is_judged():
     pick = refusing(argmax_choice, decode, {0}, [echoing(QUESTION)])
     second = [1, 2, 5, 7, 8, 1, 2, 3, 4]  # "The mother is Eurynome. The mother of Achilles"
