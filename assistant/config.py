@@ -80,7 +80,7 @@ class AnswerConfig:
     max_new_tokens: int = 64  # answer length limit, in generator tokens
     finish_word_tokens: int = 8  # at max_new_tokens, a word still being written (a name, a number) is finished with up to this many more tokens instead of being cut ("in 172" of 1729); 0 = cut at the limit
     restate_openers: bool = True  # greedy decoding refuses an answer opening "The answer is" / "Answer:", so it restates what was asked, next to which the generator copies the documents' value (assistant/openers.py); false = the model's own opener
-    refuse_echoes: bool = True  # greedy decoding refuses to end the answer's first sentence while it only echoes the question ("The mother of Achilles is the mother of Achilles."), so the answer goes on to say something (assistant/openers.py); false = allowed
+    refuse_echoes: bool = True  # decoding (greedy and beams) refuses to end the answer's first sentence while it only echoes the question ("The mother of Achilles is the mother of Achilles."), so the answer goes on to say something (assistant/openers.py); false = allowed
     loop_words: int = 16  # greedy decoding refuses the token that begins a fourth copy in a row of a run of up to this many words (a loop: "Austrian, Austrian, Austrian, ..."; assistant/repeats.py); 0 = off
     length_penalty: float = 1.0  # beam search ranks finished hypotheses by logprob / length ** length_penalty
     stop: tuple[str, ...] = ()  # stop strings: the answer ends before the first one
