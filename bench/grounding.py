@@ -132,6 +132,19 @@ def query_file(kind: str, subset: str, split: str) -> Path:
     return ROOT / "bench" / "data" / f"{name}.jsonl"
 
 
+def prepare(engine, modes) -> None:
+    """Each mode's derived data in the foreground, with progress: kNN-LM's datastore of the whole corpus
+    (kept in the data dir: built once, about 200 generator tokens a second on these cores)."""
+    from knowledge.progress import TqdmProgress
+
+    progress = TqdmProgress()
+    try:
+        for mode in modes:
+            engine.mode(mode).prepare(progress)
+    finally:
+        progress.close()
+
+
 def run_set(engine_for, queries, variants, modes, k, limit):
     """Yields ((variant, mode), report, [answer json]) for one corpus."""
     from assistant.modes.realm import NO_ANSWER
@@ -260,9 +273,10 @@ def main() -> None:
 
     import torch
 
-    from assistant.config import AnswerConfig, GeneratorConfig
+    from assistant.config import AnswerConfig, GeneratorConfig, KnnConfig
     from assistant.engine import DialogueEngine
     from assistant.generator import Generator
+    from assistant.modes.base import ModeResources
     from assistant.qa_eval import load_queries
     from knowledge.config import KnowledgeConfig
     from knowledge.kb import KnowledgeBase
@@ -282,7 +296,10 @@ def main() -> None:
         kb.sync()
         try:
             def engine_for(settings, kb=kb):
-                return DialogueEngine(kb.retriever, generator, replace(AnswerConfig(k=args.k), **settings))
+                engine = DialogueEngine(kb.retriever, generator, replace(AnswerConfig(k=args.k), **settings),
+                                        ModeResources(kb.store, kb.data_dir, knn=KnnConfig()))
+                prepare(engine, modes)
+                return engine
 
             for key, report, answers in run_set(engine_for, queries, variants, modes, args.k, args.limit):
                 results[(folder, *key)] = report
