@@ -15,7 +15,9 @@ quoted, not merely present). Names and numbers (a capital letter or a digit) nee
 evidence: measured on the counterfactual dev set, a chunk that holds "1859" raises the digits of a
 garbled "1959" as much as those of the right year, so PMI alone would colour a hallucinated year
 like a quoted one. Other content words (paraphrases, inflections) may instead pass on PMI alone,
-``threshold`` nats. Tokens outside content words (function words, punctuation, words of the
+``threshold`` nats. A word the answer repeats is the chunk's again when its first mention was
+labelled with a chunk that contains it (the closed-book row has read the first mention too, so the
+chunk no longer raises the second). Tokens outside content words (function words, punctuation, words of the
 question) are judged on their own PMI.
 """
 
@@ -85,10 +87,12 @@ def label_support(
     asked = {w.lower() for w in WORD.findall(question)}
     chunks = [_normalise(t) for t in chunk_texts]
     judged: dict[int, tuple[str, int | None]] = {}
+    quoted: dict[str, int] = {}  # a word already labelled "document" → its chunk
     for phrase in content_phrases(texts, asked):
         phrase_pmi = [sum(_as_float(pmis[i][z]) for i in phrase.tokens) for z in range(len(chunks))]
         for word in phrase.words:
             verdict = _judge_word(word.text, phrase_pmi, chunks, rule)
+            verdict = _repeat_of_quoted(word.text, verdict, quoted, chunks)
             for i in word.tokens:
                 judged.setdefault(i, verdict)
     out = []
@@ -248,6 +252,19 @@ def _judge_word(word: str, phrase_pmi: Sequence[float], chunks: Sequence[str], r
         if (quoted or (not exact and score >= rule.threshold)) and score > best_score:
             best, best_score = z, score
     return ("document", best) if best is not None else ("model", None)
+
+
+def _repeat_of_quoted(word: str, verdict: tuple[str, int | None], quoted: dict[str, int],
+                      chunks: Sequence[str]) -> tuple[str, int | None]:
+    """A word the answer already wrote as a quote of chunk z is that chunk's again when z contains
+    it: the second "2004" of an answer follows the first, so the chunk cannot raise it above the
+    closed-book row (which has read the first one too). Records the words labelled "document"."""
+    key = word.lower()
+    if verdict[0] == "model" and key in quoted and _contains(chunks[quoted[key]], word):
+        verdict = ("document", quoted[key])
+    if verdict[0] == "document" and verdict[1] is not None:
+        quoted.setdefault(key, verdict[1])
+    return verdict
 
 
 def _judge_token(pmi_row: Sequence[float], rule: SupportRule) -> tuple[str, int | None]:

@@ -243,6 +243,23 @@ def test_copy_evidence_and_its_limit():
     assert label_support(texts, [[1.0, 1.0]], [0.2], ["lyonnais", "paris"], "?", rule)[0].label == "model"
 
 
+def test_a_repeat_of_a_quoted_word_is_the_chunks_again():
+    # the second " 2004" follows the first: the chunk no longer raises it above the closed-book row
+    texts = [" in", " 2004", ",", " updated", " in", " 2004", "."]
+    pmis = [[0, 0], [2.0, 0.0], [0, 0], [0, 0], [0, 0], [-2.0, 0.0], [0, 0]]
+    labels = label_support(texts, pmis, [0.5] * 7, ["it changed in 2004", "nothing"], "when?")
+    assert (labels[1].label, labels[1].chunk) == ("document", 0)
+    assert (labels[5].label, labels[5].chunk) == ("document", 0)
+    # a repeat of a word the model wrote on its own stays the model's
+    pmis[1] = [-2.0, 0.0]
+    labels = label_support(texts, pmis, [0.5] * 7, ["it changed in 2004", "nothing"], "when?")
+    assert labels[1].label == labels[5].label == "model"
+    # and so does a repeat the chunk does not contain
+    labels = label_support([" harbour", " and", " harbour"], [[0.0, 3.0], [0, 0], [-2.0, -2.0]], [0.5] * 3,
+                           ["paris", "its harbours"], "?", SupportRule(threshold=2.0))
+    assert (labels[0].label, labels[2].label) == ("document", "model")
+
+
 def test_words_of_the_question_and_function_words_are_not_content():
     phrases = content_phrases([" Marie", " Curie", " was", " born", " in", " Warsaw", "."], {"born"})
     assert [p.text for p in phrases] == ["Marie Curie", "Warsaw"]
