@@ -181,8 +181,12 @@ def relabel(path: Path, rule) -> None:
                            for t, s in zip(a["tokens"], labels))
             answer = Answer(a["answer"], a["mode"], chunks, tokens)
             counts = [x + y for x, y in zip(counts, support_counts(answer, q["answers"], q.get("original", []), q["gold"]))]
-        print(f"{key}: support_recall {counts[0]}/{counts[1]} = {counts[0] / max(counts[1], 1):.3f}, "
-              f"memory_caught {counts[2]}/{counts[3]} = {counts[2] / max(counts[3], 1):.3f}")
+        print(f"{key}: support_recall {counts[0]}/{counts[1]} = {_share(counts[0], counts[1])}, "
+              f"memory_caught {counts[2]}/{counts[3]} = {_share(counts[2], counts[3])}")
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.3f}" if whole else "– (none)"
 
 
 def focus_hits(path: Path) -> None:
