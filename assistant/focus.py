@@ -107,27 +107,3 @@ def question_scores(question: str, split: Sequence[Sequence[str]]) -> list[float
 
 def _has_digit(sentence: str) -> bool:
     return any(c.isdigit() for c in sentence)
-
-
-ASKS_COUNT = re.compile(r"\bhow (?:many|much)\b|\bnumber of\b", re.IGNORECASE)
-ASKS_SHARE = re.compile(r"\bpercent(?:age)?\b|\bproportion\b", re.IGNORECASE)
-ASKS_YEAR = re.compile(r"\b(?:in )?what year\b|\bwhich year\b", re.IGNORECASE)
-_NUM = re.compile(r"\d+(?:[.,]\d+)*(?:\s?(?:%|percent\b|per cent\b))?")
-
-
-def typed_focus(question, texts):
-    """PROTOTYPE: the texts with the numbers of another kind than the one asked for masked."""
-    def wrong(m):
-        t = m.group()
-        share = t.endswith(("%", "percent", "per cent"))
-        digits = re.match(r"[\d.,]+", t).group()
-        if ASKS_SHARE.search(question):
-            return not share
-        if ASKS_COUNT.search(question):
-            return share
-        if ASKS_YEAR.search(question):
-            return share or not re.fullmatch(r"\d{3,4}", digits)
-        return False
-    if not (ASKS_SHARE.search(question) or ASKS_COUNT.search(question) or ASKS_YEAR.search(question)):
-        return list(texts)
-    return [_NUM.sub(lambda m: "#" if wrong(m) else m.group(), t) for t in texts]

@@ -45,12 +45,7 @@ def quotable_of(generator: Generator, hits: Sequence[Hit], question: str, config
     texts = [h.chunk.text for h in hits]
     focused = focus_sentences(question, texts, config.quote_focus_ratio) if config.quote_focus_penalty > 0 else []
     # no sentence shares a word with the question: no focus, rather than one that would penalise every quoted name
-    import os
-    if os.environ.get("TYPED") and focused:
-        from ..focus import typed_focus
-        focus = Quotable(typed_focus(question, focused + [question]), generator.common_words)
-    else:
-        focus = Quotable(focused + [question], generator.common_words) if focused else None
+    focus = Quotable(focused + [question], generator.common_words) if focused else None
     return Quotable(texts + [question], generator.common_words, focus, question)
 
 
