@@ -101,6 +101,8 @@ class AnswerConfig:
     quote_contrast: float = 0.0  # with quote_penalty: α of context-aware decoding applied only inside names and numbers (the year's digits after "19"), among the quotable tokens the mixture finds plausible; 0 = off
     quote_plausibility: float = 0.1  # β for quote_contrast: a token needs p >= β · p(the mixture's choice)
     quote_conflict: float = 0.0  # quote_contrast acts only where the documents made the mixture's own choice more than this many nats less likely than the model alone
+    copy_bonus: float = 0.0  # greedy, with quote_penalty: where the answer ends with words of a focus sentence (at least copy_min_chars characters), the token that continues that sentence gains this many nats (assistant/copying.py); 0 = off
+    copy_min_chars: int = 8  # the shortest answer suffix that counts as following a focus sentence
     support_threshold: float = 1.386  # other words and tokens are "document" when a chunk raised them this many nats above the closed-book model (ln 4)
     support_copy_threshold: float = -1.0  # a content word the chunk contains verbatim is "document" unless the chunk made its phrase this much less likely; names and numbers need it
     modes: ModeTables = field(default_factory=ModeTables)  # the [answer.<mode>] tables
@@ -118,6 +120,10 @@ class AnswerConfig:
             raise ConfigError("answer.max_new_tokens must be >= 1")
         if self.finish_word_tokens < 0:
             raise ConfigError("answer.finish_word_tokens must be >= 0 (0 = cut the answer at max_new_tokens)")
+        if not (math.isfinite(self.copy_bonus) and self.copy_bonus >= 0):
+            raise ConfigError("answer.copy_bonus must be a finite number >= 0 (0 = off)")
+        if self.copy_min_chars < 1:
+            raise ConfigError("answer.copy_min_chars must be >= 1")
         if self.loop_words < 0:
             raise ConfigError("answer.loop_words must be >= 0 (0 = off)")
         if any(not s for s in self.stop):

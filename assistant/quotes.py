@@ -76,7 +76,7 @@ class Quotable:
     lowercase, as "I", or capitalised at a sentence start ("The"; not "BEFORE" or "Her" inside one)."""
 
     def __init__(self, texts: Iterable[str], common: CommonWords | None = None, focus: Quotable | None = None,
-                 question: str = "") -> None:
+                 question: str = "", sentences: Sequence[str] = ()) -> None:
         texts = list(texts)
         runs = [r for t in texts for r in RUN.findall(t)]
         self.asked = prefixes(r.lower() for r in RUN.findall(question))  # the question's words (``writes_new_name``)
@@ -87,6 +87,7 @@ class Quotable:
         self.number_prefixes = prefixes(self.numbers)
         self.common = common
         self.focus = focus  # the preferred tier: the sentences the question points to (assistant.focus)
+        self.sentences = tuple(sentences)  # those sentences themselves (answer.copy_bonus)
 
     def tier(self, before: str, piece: str, final: bool = False) -> int:
         """0: ``focus`` admits the piece (or there is no focus); 1: only these texts do; 2: they do not."""

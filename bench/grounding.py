@@ -119,11 +119,23 @@ for _name, _settings in VARIANTS.items():  # every named variant but "default" a
 
 
 def parse_variants(spec: str) -> dict[str, dict]:
+    """``name`` (of VARIANTS) or ``name={json}`` (the defaults with these settings), comma-separated."""
     out = {}
-    for item in filter(None, spec.split(",")):
+    for item in filter(None, _top_level_split(spec)):
         name, _, settings = item.partition("=")
         out[name] = json.loads(settings) if settings else VARIANTS[name]
     return out
+
+
+def _top_level_split(spec: str) -> list[str]:
+    """``spec`` split at the commas outside braces (a JSON variant has its own)."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(spec):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            items.append(spec[start:i])
+            start = i + 1
+    return items + [spec[start:]]
 
 
 def query_file(kind: str, subset: str, split: str) -> Path:

@@ -46,7 +46,7 @@ def quotable_of(generator: Generator, hits: Sequence[Hit], question: str, config
     focused = focus_sentences(question, texts, config.quote_focus_ratio) if config.quote_focus_penalty > 0 else []
     # no sentence shares a word with the question: no focus, rather than one that would penalise every quoted name
     focus = Quotable(focused + [question], generator.common_words) if focused else None
-    return Quotable(texts + [question], generator.common_words, focus, question)
+    return Quotable(texts + [question], generator.common_words, focus, question, focused)
 
 
 def with_support(evidence: Iterable[StepEvidence], labels: SupportStream) -> Iterator[TokenProvenance]:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from ..config import AnswerConfig
+from ..copying import copy_continuations, copy_token_ids
 from ..decoding import (Choose, Combine, Contrast, Shortlist, TokenStep, WordEnds, argmax_choice, beam_search, greedy,
                         grounded_mixture, mixture)
 from ..generator import Generator
@@ -96,6 +97,10 @@ def quote_choice(generator: Generator, quotable: Quotable, config: AnswerConfig,
     if config.quote_penalty <= 0:
         return argmax_choice
     pieces, eos = generator.token_pieces, generator.eos_ids
+
+    def encode(text: str) -> list[int]:
+        return generator.tokenizer(text, add_special_tokens=False)["input_ids"]
+
     routing = config.quote_routing if doc_logprior is not None and doc_logprior.shape[0] > 1 and not contrast_of(
         config).active else 0.0
 
@@ -103,6 +108,11 @@ def quote_choice(generator: Generator, quotable: Quotable, config: AnswerConfig,
         before = generator.decode(ids)
         if routing > 0:
             scores = routed_scores(scores, row_logprobs, doc_logprior, before, pieces, quotable, routing)
+        if config.copy_bonus > 0 and quotable.sentences:
+            copied = copy_token_ids(copy_continuations(before, quotable.sentences, config.copy_min_chars), encode)
+            if copied:
+                scores = scores.clone()
+                scores[copied] += config.copy_bonus
         token = quoted_argmax(scores, before, pieces, quotable, config.quote_penalty, eos, config.quote_focus_penalty)
         if config.quote_contrast <= 0 or token in eos:
             return token
