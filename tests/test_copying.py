@@ -45,3 +45,39 @@ def test_the_settings_are_checked():
         AnswerConfig(copy_bonus=-1.0)
     with pytest.raises(ConfigError, match="copy_min_chars"):
         AnswerConfig(copy_min_chars=0)
+
+
+# --- greedy rag-token on the tiny random LM ---------------------------------------------------------
+
+def test_greedy_decoding_takes_the_copy_wherever_the_answer_follows_a_focus_sentence():
+    """With a bonus no score can match, every step after a word of the focus sentence writes the
+    sentence's next token; without it the random LM strays from the sentence somewhere."""
+    from assistant.engine import load_mode
+    from assistant.focus import focus_sentences
+    from tests import tinylm
+
+    def answers(gen, bonus):
+        hits = tinylm.OverlapRetriever(tinylm.make_chunks(tinylm.FACTS)).search(tinylm.QUESTION, 3)
+        config = AnswerConfig(k=3, max_new_tokens=12, copy_bonus=bonus, copy_min_chars=1, prior_question_weight=0.0)
+        focus = focus_sentences(tinylm.QUESTION, [h.chunk.text for h in hits], config.quote_focus_ratio)
+        return load_mode("rag-token", gen, config).answer(tinylm.QUESTION, [], hits), focus
+
+    def steps_off_the_copy(answer, focus):
+        """(steps where the answer followed a focus sentence, of which the token left it)."""
+        followed = left = 0
+        before = ""
+        for t in answer.tokens:
+            copies = copy_continuations(before, focus, 1)
+            if copies:
+                followed += 1
+                left += not any(c.startswith(t.text) or c.startswith(" " + t.text.lstrip()) for c in copies)
+            before += t.text
+        return followed, left
+
+    with_bonus, without = [0, 0], [0, 0]
+    for seed in range(6):
+        gen = tinylm.make_generator(seed=seed)
+        with_bonus = [a + b for a, b in zip(with_bonus, steps_off_the_copy(*answers(gen, 1e4)))]
+        without = [a + b for a, b in zip(without, steps_off_the_copy(*answers(gen, 0.0)))]
+    assert with_bonus[0] > 0 and with_bonus[1] == 0
+    assert without[1] > 0, "the random LM always copied: the test would prove nothing"
