@@ -101,8 +101,8 @@ class AnswerConfig:
     quote_contrast: float = 0.0  # with quote_penalty: α of context-aware decoding applied only inside names and numbers (the year's digits after "19"), among the quotable tokens the mixture finds plausible; 0 = off
     quote_plausibility: float = 0.1  # β for quote_contrast: a token needs p >= β · p(the mixture's choice)
     quote_conflict: float = 0.0  # quote_contrast acts only where the documents made the mixture's own choice more than this many nats less likely than the model alone
-    copy_bonus: float = 0.0  # greedy, with quote_penalty: where the answer ends with words of a focus sentence (at least copy_min_chars characters), the token that continues that sentence gains this many nats (assistant/copying.py); 0 = off
-    copy_min_chars: int = 8  # the shortest answer suffix that counts as following a focus sentence
+    copy_bonus: float = 2.0  # greedy, with quote_penalty: where the answer ends with words of a focus sentence (at least copy_min_chars characters), the token that continues that sentence gains this many nats (assistant/copying.py); 0 = off
+    copy_min_chars: int = 10  # the shortest answer suffix that counts as following a focus sentence
     support_threshold: float = 1.386  # other words and tokens are "document" when a chunk raised them this many nats above the closed-book model (ln 4)
     support_copy_threshold: float = -1.0  # a content word the chunk contains verbatim is "document" unless the chunk made its phrase this much less likely; names and numbers need it
     modes: ModeTables = field(default_factory=ModeTables)  # the [answer.<mode>] tables

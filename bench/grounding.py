@@ -104,18 +104,22 @@ VARIANTS["noloops"] = {"quote_penalty": math.inf, "context_focus": True, "quote_
 # a first sentence that only echoes the question may not end there (answer.refuse_echoes)
 VARIANTS["noechoes"] = {"quote_penalty": math.inf, "context_focus": True, "quote_routing": 3.5, "restate_openers": True,
                         "loop_words": 16}  # the default before
+# the token that continues the focus sentence the answer follows gains nats (answer.copy_bonus)
+VARIANTS["nocopy"] = {"quote_penalty": math.inf, "context_focus": True, "quote_routing": 3.5, "restate_openers": True,
+                      "loop_words": 16, "refuse_echoes": True}  # the default before
 for _p in (1.5, 2.0):
     VARIANTS[f"default-f{_p:g}"] = {"quote_penalty": math.inf, "context_focus": True, "quote_routing": 3.5,
                                      "restate_openers": True, "quote_focus_penalty": _p}
 
 for _name, _settings in VARIANTS.items():  # every named variant but "default" as measured: without the quote constraint,
-    if _name != "default":  # the focus restated in the prompts, the routing at names, the opener, echo and repeat rules, unless they say so
+    if _name != "default":  # the focus restated in the prompts, the routing at names, the opener, echo and repeat rules and the copy bonus, unless they say so
         _settings.setdefault("quote_penalty", 0.0)
         _settings.setdefault("context_focus", False)
         _settings.setdefault("quote_routing", 0.0)
         _settings.setdefault("restate_openers", False)
         _settings.setdefault("loop_words", 0)
         _settings.setdefault("refuse_echoes", False)
+        _settings.setdefault("copy_bonus", 0.0)
 
 
 def parse_variants(spec: str) -> dict[str, dict]:
